@@ -1,0 +1,166 @@
+"""The orchestrator's pure decisions: which events and ticks become which tasks.
+
+Routing is one declared table. A task's id is derived from its subject (kind, repository, issue
+or pull request, head SHA, tick minute), so the same event can never make two tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.ports import TaskSpec
+
+AGENT_TASK_LABEL = "agent-task"
+ORCHESTRATOR = "orchestrator"  # jobs the orchestrator runs itself rather than dispatching
+
+
+def task_id(kind: str, repository: str, subject: str) -> str:
+    digest = hashlib.sha256(f"{kind}\n{repository}\n{subject}".encode()).hexdigest()[:20]
+    return f"{kind}-{digest}"
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """What routing needs from a GitHub event: plain values, no I/O."""
+
+    event: str
+    action: str
+    delivery_id: str
+    repository: str
+    installation_id: int
+    payload: dict[str, Any]
+
+
+Selector = Callable[[EventFacts], "tuple[str, dict[str, Any]] | None"]
+
+
+def _dig(payload: dict[str, Any], *path: str) -> Any:
+    value: Any = payload
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _labelled_for_agent(facts: EventFacts) -> tuple[str, dict[str, Any]] | None:
+    if _dig(facts.payload, "label", "name") != AGENT_TASK_LABEL:
+        return None
+    number = _dig(facts.payload, "issue", "number")
+    if not isinstance(number, int) or _dig(facts.payload, "issue", "pull_request"):
+        return None
+    return f"issue/{number}", {"issue_number": number,
+                               "title": str(_dig(facts.payload, "issue", "title") or "")[:300]}
+
+
+def _pull_request_head(facts: EventFacts) -> tuple[str, dict[str, Any]] | None:
+    number = _dig(facts.payload, "pull_request", "number")
+    head_sha = _dig(facts.payload, "pull_request", "head", "sha")
+    if not isinstance(number, int) or not isinstance(head_sha, str):
+        return None
+    return f"pull/{number}@{head_sha}", {
+        "pull_number": number,
+        "head_sha": head_sha,
+        "head_ref": str(_dig(facts.payload, "pull_request", "head", "ref") or ""),
+        "base_ref": str(_dig(facts.payload, "pull_request", "base", "ref") or ""),
+    }
+
+
+def _merged_to_default(facts: EventFacts) -> tuple[str, dict[str, Any]] | None:
+    pull = facts.payload.get("pull_request")
+    if not isinstance(pull, dict) or not pull.get("merged"):
+        return None
+    default = _dig(facts.payload, "repository", "default_branch")
+    if not default or _dig(pull, "base", "ref") != default:
+        return None
+    sha = pull.get("merge_commit_sha")
+    if not isinstance(sha, str) or not sha:
+        return None
+    return f"merge/{sha}", {"pull_number": pull.get("number"), "merge_commit_sha": sha,
+                            "base_ref": default}
+
+
+@dataclass(frozen=True)
+class Route:
+    event: str
+    actions: frozenset[str]
+    agent: str
+    kind: str
+    select: Selector
+
+    def key(self) -> str:
+        return f"{self.event}.{'|'.join(sorted(self.actions))} -> {self.agent}/{self.kind}"
+
+
+PR_HEAD_ACTIONS = frozenset({"opened", "synchronize", "reopened"})
+
+# The routing table: greppable subscriptions, one line per rule.
+ROUTES: tuple[Route, ...] = (
+    Route("issues", frozenset({"labeled"}), "code", "implement_issue", _labelled_for_agent),
+    Route("pull_request", PR_HEAD_ACTIONS, "test", "test_pull_request", _pull_request_head),
+    Route("pull_request", PR_HEAD_ACTIONS, "qa", "review_pull_request", _pull_request_head),
+    Route("pull_request", frozenset({"closed"}), "deploy", "deploy_merge", _merged_to_default),
+)
+
+
+@dataclass(frozen=True)
+class TickRoute:
+    job: str
+    agent: str
+    kind: str
+    period_minutes: int  # ticks of one period share a subject, so a duplicate tick is one task
+
+
+TICK_ROUTES: dict[str, TickRoute] = {
+    route.job: route
+    for route in (
+        TickRoute("repo_scout", "scout", "scan_repos", 60),
+        TickRoute("monitor", "monitor", "probe_production", 1),
+        TickRoute("weekly_report", ORCHESTRATOR, "weekly_report", 60),
+        TickRoute("redelivery_sweep", ORCHESTRATOR, "redelivery_sweep", 5),
+    )
+}
+
+
+def route_event(facts: EventFacts) -> list[TaskSpec]:
+    specs = []
+    for route in ROUTES:
+        if route.event != facts.event or facts.action not in route.actions:
+            continue
+        selected = route.select(facts)
+        if selected is None:
+            continue
+        subject, inputs = selected
+        specs.append(TaskSpec(
+            task_id=task_id(route.kind, facts.repository, subject),
+            kind=route.kind,
+            agent=route.agent,
+            repository=facts.repository,
+            installation_id=facts.installation_id,
+            subject=subject,
+            source=f"delivery/{facts.delivery_id}",
+            inputs={**inputs, "event": facts.event, "action": facts.action},
+        ))
+    return specs
+
+
+def route_tick(job: str, message_id: str, published: datetime) -> list[TaskSpec]:
+    route = TICK_ROUTES.get(job)
+    if route is None:
+        return []
+    minute = published.hour * 60 + published.minute
+    slot = published.replace(hour=0, minute=0, second=0, microsecond=0)
+    slot_minute = minute - minute % route.period_minutes
+    subject = f"tick/{job}/{slot:%Y-%m-%d}T{slot_minute // 60:02d}:{slot_minute % 60:02d}Z"
+    return [TaskSpec(
+        task_id=task_id(route.kind, "", subject),
+        kind=route.kind,
+        agent=route.agent,
+        repository="",
+        installation_id=0,
+        subject=subject,
+        source=f"tick/{message_id}",
+        inputs={"job": job},
+    )]

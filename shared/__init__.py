@@ -1,0 +1,1 @@
+"""Shared runtime, ports and adapters for the Agent Ops functions."""

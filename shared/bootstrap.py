@@ -1,0 +1,138 @@
+"""The composition root: picks the real adapters from Config, lazily, once per instance.
+
+Cold start matters, so nothing here builds a client until a request needs it, and the Google
+client libraries are imported inside the adapters' constructors.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from shared import log as logsetup
+from shared import topology
+from shared.config import Config
+from shared.messages import AgentTask
+
+T = TypeVar("T")
+
+
+def _once(factory: Callable[[Any], T]) -> Callable[[Any], T]:
+    """A thread-safe lazily built attribute, for clients shared by a gunicorn worker's threads."""
+    attribute = f"_{factory.__name__}"
+
+    @functools.wraps(factory)
+    def get(self: Any) -> T:
+        value = self.__dict__.get(attribute)
+        if value is None:
+            with self._lock:
+                value = self.__dict__.get(attribute)
+                if value is None:
+                    value = factory(self)
+                    self.__dict__[attribute] = value
+        return value
+
+    return get
+
+
+class Services:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._lock = threading.RLock()
+
+    @_once
+    def publisher(self) -> Any:
+        from shared.gcp import PubSubPublisher
+
+        return PubSubPublisher(
+            self.config.project, self.config.pubsub_emulator_host, self.config.publish_timeout_seconds
+        )
+
+    @_once
+    def firestore(self) -> Any:
+        from shared.gcp import firestore_client
+
+        return firestore_client(self.config.project)
+
+    @_once
+    def ledger(self) -> Any:
+        from shared.firestore_store import FirestoreDeliveryLedger
+
+        return FirestoreDeliveryLedger(
+            self.firestore(), timedelta(days=self.config.delivery_retention_days)
+        )
+
+    @_once
+    def tasks(self) -> Any:
+        from shared.firestore_store import FirestoreTaskStore
+
+        return FirestoreTaskStore(self.firestore())
+
+    @_once
+    def audit(self) -> Any:
+        from shared.firestore_store import FirestoreAuditLog
+
+        return FirestoreAuditLog(self.firestore())
+
+    @_once
+    def webhook_secrets(self) -> Any:
+        from shared.gcp import SecretManagerSource, StaticWebhookSecrets
+
+        if self.config.webhook_secret:
+            return StaticWebhookSecrets(self.config.webhook_secret, self.config.webhook_secret_previous)
+        return SecretManagerSource(
+            self.config.project,
+            cache_seconds=self.config.secret_cache_seconds,
+            webhook_secret_id=self.config.webhook_secret_id,
+            webhook_secret_version=self.config.webhook_secret_version,
+        )
+
+    @_once
+    def webhook(self) -> Any:
+        from functions.github_webhook.handler import WebhookHandler
+
+        return WebhookHandler(self.webhook_secrets, self.ledger, self.publisher)
+
+    def consumer(self, name: str) -> Any:
+        return self._consumers()[name]
+
+    @_once
+    def _consumers(self) -> dict[str, Any]:
+        from functions.orchestrator.handler import MESSAGE_TYPES, Orchestrator
+        from functions.placeholder_agent import PlaceholderAgent
+        from shared.runtime import Consumer
+
+        def consumer(name: str, types: dict[str, Any], handler: Any) -> Consumer:
+            return Consumer(name, types, handler, self.audit, self.config.max_message_age_seconds)
+
+        consumers = {
+            topology.ORCHESTRATOR_FUNCTION: consumer(
+                topology.ORCHESTRATOR_FUNCTION,
+                MESSAGE_TYPES,
+                Orchestrator(self.ledger, self.tasks, self.publisher, self.audit),
+            )
+        }
+        for agent in topology.AGENTS:
+            consumers[agent.entry_point] = consumer(
+                agent.entry_point, {agent.topic: AgentTask}, PlaceholderAgent(agent.name, self.publisher)
+            )
+        return consumers
+
+
+_services: Services | None = None
+_services_lock = threading.Lock()
+
+
+def services() -> Services:
+    """The instance's services, built from the environment on first use."""
+    global _services
+    if _services is None:
+        with _services_lock:
+            if _services is None:
+                config = Config.from_env()
+                logsetup.setup(config.log_level)
+                _services = Services(config)
+    return _services

@@ -1,0 +1,281 @@
+"""Firestore adapters for the ledger, task and audit ports.
+
+Collections read well in the console: snake_case fields, Firestore timestamps, maps rather than
+JSON strings, and an `expire_at` field that the TTL policy in Terraform uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from shared.errors import RetryableError
+from shared.ports import TERMINAL_STATES, Claim, DeliveryRecord, Dispatch, TaskSpec
+
+DELIVERIES = "deliveries"
+TASKS = "tasks"
+AUDIT = "audit"
+
+CLAIM_LEASE = timedelta(seconds=30)  # longer than any publish may take (GitHub waits 10 s)
+DISPATCH_LEASE = timedelta(seconds=60)
+
+RESULT_TO_STATE = {
+    "running": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "waiting_approval": "waiting_approval",
+    "blocked": "blocked",
+    "not_implemented": "blocked",
+}
+
+
+def _google_errors() -> tuple[type[BaseException], ...]:
+    from google.api_core.exceptions import GoogleAPIError
+
+    return (GoogleAPIError,)
+
+
+class _Firestore:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def _transaction(self, fn: Any, *args: Any) -> Any:
+        from google.cloud import firestore
+
+        run = firestore.transactional(fn)
+        try:
+            return run(self._client.transaction(), *args)
+        except _google_errors() as exc:
+            raise RetryableError(f"firestore transaction {fn.__name__} failed: {exc}") from exc
+
+
+class FirestoreDeliveryLedger(_Firestore):
+    def __init__(self, client: Any, retention: timedelta = timedelta(days=30)) -> None:
+        super().__init__(client)
+        self._retention = retention
+
+    def _doc(self, key: str) -> Any:
+        return self._client.collection(DELIVERIES).document(key)
+
+    def _new(self, record: DeliveryRecord, status: str, now: datetime) -> dict[str, Any]:
+        return {
+            "delivery_id": record.delivery_id,
+            "event": record.event,
+            "action": record.action,
+            "repository": record.repository,
+            "installation_id": record.installation_id,
+            "hook_id": record.hook_id,
+            "received_at": record.received_at,
+            "status": status,
+            "attempts": 1,
+            "claimed_until": now + CLAIM_LEASE,
+            "updated_at": now,
+            "expire_at": now + self._retention,
+        }
+
+    def claim(self, record: DeliveryRecord, now: datetime) -> Claim:
+        from google.api_core.exceptions import AlreadyExists
+
+        # The common case is a new delivery: one create, no transaction.
+        try:
+            self._doc(record.delivery_id).create(self._new(record, "claimed", now))
+            return Claim.CLAIMED
+        except AlreadyExists:
+            pass
+        except _google_errors() as exc:
+            raise RetryableError(f"claim delivery {record.delivery_id}: {exc}") from exc
+        return self._transaction(self._reclaim, record, now)
+
+    def _reclaim(self, transaction: Any, record: DeliveryRecord, now: datetime) -> Claim:
+        ref = self._doc(record.delivery_id)
+        snapshot = ref.get(transaction=transaction)
+        data = snapshot.to_dict() or {}
+        status = data.get("status")
+        if status in ("published", "ping"):
+            return Claim.DUPLICATE
+        if status == "claimed" and data.get("claimed_until") and data["claimed_until"] > now:
+            return Claim.IN_FLIGHT
+        # A failed publish, an expired claim (its owner died), or a document the orchestrator
+        # created first: take it over so GitHub's redelivery publishes.
+        update = self._new(record, "claimed", now)
+        update["attempts"] = int(data.get("attempts", 0)) + 1
+        transaction.set(ref, update, merge=True)
+        return Claim.CLAIMED
+
+    def mark_published(self, delivery_id: str, message_id: str, now: datetime) -> None:
+        self._update(delivery_id, {"status": "published", "message_id": message_id,
+                                   "published_at": now, "updated_at": now, "claimed_until": None,
+                                   "error": None})
+
+    def mark_failed(self, delivery_id: str, reason: str, now: datetime) -> None:
+        self._update(delivery_id, {"status": "publish_failed", "error": reason[:500],
+                                   "updated_at": now, "claimed_until": None})
+
+    def _update(self, key: str, fields: dict[str, Any]) -> None:
+        try:
+            self._doc(key).set(fields, merge=True)
+        except _google_errors() as exc:
+            raise RetryableError(f"update delivery {key}: {exc}") from exc
+
+    def record_ping(self, record: DeliveryRecord, hook: Mapping[str, Any], now: datetime) -> None:
+        fields = self._new(record, "ping", now)
+        fields.update(claimed_until=None, hook=dict(hook))
+        self._update(record.delivery_id, fields)
+
+    def mark_processed(
+        self, key: str, consumer: str, task_ids: Sequence[str], now: datetime, **facts: Any
+    ) -> bool:
+        return self._transaction(self._mark_processed, key, consumer, list(task_ids), now, facts)
+
+    def _mark_processed(
+        self, transaction: Any, key: str, consumer: str, task_ids: list[str], now: datetime,
+        facts: dict[str, Any],
+    ) -> bool:
+        ref = self._doc(key)
+        data = ref.get(transaction=transaction).to_dict() or {}
+        if consumer in (data.get("processed_by") or {}):
+            return False
+        update: dict[str, Any] = {
+            "processed_by": {consumer: {"at": now, "task_ids": task_ids, **facts}},
+            "processed_at": now,
+            "task_ids": sorted(set(data.get("task_ids") or []) | set(task_ids)),
+            "updated_at": now,
+        }
+        if not data:
+            update["expire_at"] = now + self._retention
+        transaction.set(ref, update, merge=True)
+        return True
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self._doc(key).get().to_dict()
+        except _google_errors() as exc:
+            raise RetryableError(f"read delivery {key}: {exc}") from exc
+
+
+class FirestoreTaskStore(_Firestore):
+    def _doc(self, task_id: str) -> Any:
+        return self._client.collection(TASKS).document(task_id)
+
+    def begin_dispatch(self, spec: TaskSpec, now: datetime) -> tuple[Dispatch, int]:
+        return self._transaction(self._begin_dispatch, spec, now)
+
+    def _begin_dispatch(self, transaction: Any, spec: TaskSpec, now: datetime) -> tuple[Dispatch, int]:
+        ref = self._doc(spec.task_id)
+        snapshot = ref.get(transaction=transaction)
+        if not snapshot.exists:
+            transaction.create(ref, {
+                "task_id": spec.task_id,
+                "kind": spec.kind,
+                "agent": spec.agent,
+                "repository": spec.repository,
+                "installation_id": spec.installation_id,
+                "subject": spec.subject,
+                "source": spec.source,
+                "inputs": dict(spec.inputs),
+                "status": "queued",
+                "attempt": 1,
+                "depends_on": [],
+                "created_at": now,
+                "updated_at": now,
+                "dispatch_lease_until": now + DISPATCH_LEASE,
+                "history": [{"at": now, "from": "", "to": "queued", "reason": f"from {spec.source}"}],
+            })
+            return Dispatch.DISPATCH, 1
+        data = snapshot.to_dict()
+        attempt = int(data.get("attempt", 1))
+        if data.get("status") != "queued":
+            return Dispatch.ALREADY, attempt
+        lease = data.get("dispatch_lease_until")
+        if lease and lease > now:
+            return Dispatch.BUSY, attempt
+        transaction.update(ref, {"dispatch_lease_until": now + DISPATCH_LEASE, "updated_at": now})
+        return Dispatch.DISPATCH, attempt
+
+    def finish_dispatch(self, task_id: str, message_id: str, now: datetime) -> None:
+        self._transaction(self._transition, task_id, "queued", "dispatched", now,
+                          f"published as message {message_id}", {"message_id": message_id})
+
+    def abandon_dispatch(self, task_id: str, reason: str, now: datetime) -> None:
+        try:
+            self._doc(task_id).update({"dispatch_lease_until": None, "last_error": reason[:500],
+                                       "updated_at": now})
+        except _google_errors() as exc:
+            raise RetryableError(f"release dispatch lease of {task_id}: {exc}") from exc
+
+    def _transition(
+        self, transaction: Any, task_id: str, expected: str, target: str, now: datetime,
+        reason: str, extra: dict[str, Any],
+    ) -> bool:
+        ref = self._doc(task_id)
+        data = ref.get(transaction=transaction).to_dict()
+        if not data or data.get("status") != expected:
+            return False
+        history = list(data.get("history") or [])
+        history.append({"at": now, "from": expected, "to": target, "reason": reason})
+        transaction.update(ref, {"status": target, "updated_at": now, "history": history,
+                                 "dispatch_lease_until": None, **extra})
+        return True
+
+    def record_result(
+        self, task_id: str, agent: str, attempt: int, status: str, summary: str, now: datetime
+    ) -> bool:
+        return self._transaction(self._record_result, task_id, agent, attempt, status, summary, now)
+
+    def _record_result(
+        self, transaction: Any, task_id: str, agent: str, attempt: int, status: str, summary: str,
+        now: datetime,
+    ) -> bool:
+        ref = self._doc(task_id)
+        data = ref.get(transaction=transaction).to_dict()
+        if not data or data.get("agent") != agent or int(data.get("attempt", 1)) != attempt:
+            return False
+        current = data.get("status")
+        target = RESULT_TO_STATE[status]
+        if current in TERMINAL_STATES or current == target:
+            return False
+        history = list(data.get("history") or [])
+        history.append({"at": now, "from": current, "to": target, "reason": summary[:500]})
+        transaction.update(ref, {
+            "status": target,
+            "updated_at": now,
+            "history": history,
+            "result": {"status": status, "summary": summary[:2000], "at": now},
+            "dispatch_lease_until": None,
+        })
+        return True
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            return self._doc(task_id).get().to_dict()
+        except _google_errors() as exc:
+            raise RetryableError(f"read task {task_id}: {exc}") from exc
+
+
+class FirestoreAuditLog:
+    def __init__(self, client: Any, retention: timedelta = timedelta(days=400)) -> None:
+        self._client = client
+        self._retention = retention
+
+    def record(self, key: str, actor: str, action: str, subject: str, outcome: str, **facts: Any) -> None:
+        from google.api_core.exceptions import AlreadyExists
+
+        now = datetime.now(timezone.utc)
+        doc_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+        try:
+            self._client.collection(AUDIT).document(doc_id).create({
+                "key": key,
+                "at": now,
+                "expire_at": now + self._retention,
+                "actor": actor,
+                "action": action,
+                "subject": subject,
+                "outcome": outcome,
+                "facts": facts,
+            })
+        except AlreadyExists:
+            return  # the same action was audited by an earlier delivery of the same message
+        except _google_errors() as exc:
+            raise RetryableError(f"audit {action} on {subject}: {exc}") from exc

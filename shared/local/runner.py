@@ -1,0 +1,211 @@
+"""`agentops local up`: the whole system on one machine, on the official emulators.
+
+It starts both emulators, provisions every topic (with its schema) and push subscription, serves
+every function with functions-framework (one process each, as Cloud Functions would), prints the
+webhook URL and then a single line `ready`. Ctrl-C stops every child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import topology
+from shared.config import child_environment
+from shared.errors import ConfigError
+from shared.local import emulators
+from shared.local.provision import PubSubAdmin, provision
+
+
+@dataclass
+class LocalOptions:
+    project: str = "agentops-local"
+    state_dir: Path = Path(".agentops")
+    webhook_port: int = 8080
+    first_consumer_port: int = 8090
+    pubsub_port: int = 8085
+    firestore_port: int = 8086
+    webhook_secret: str = ""
+    minimum_backoff: int = 1
+    maximum_backoff: int = 60
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class AlreadyRunning(ConfigError):
+    pass
+
+
+@contextlib.contextmanager
+def single_instance(state_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock for the life of `local up`; a second one fails clearly."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = state_dir / "local.lock"
+    handle = lock_path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise AlreadyRunning(
+            f"agentops local up is already running (pid {owner}); stop it with Ctrl-C "
+            "in its terminal before starting another"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def _webhook_secret(options: LocalOptions) -> str:
+    if options.webhook_secret:
+        return options.webhook_secret
+    path = options.state_dir / "webhook-secret"
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode} before serving")
+        if emulators.port_in_use(port):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f}s")
+
+
+class LocalSystem:
+    def __init__(self, options: LocalOptions) -> None:
+        self.options = options
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.emulators: list[emulators.Emulator] = []
+        self.ports = {topology.WEBHOOK_FUNCTION: options.webhook_port} | {
+            name: options.first_consumer_port + index
+            for index, name in enumerate(topology.CONSUMER_FUNCTIONS)
+        }
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.options.webhook_port}/"
+
+    def check_ports(self) -> None:
+        wanted = {"Pub/Sub emulator": self.options.pubsub_port,
+                  "Firestore emulator": self.options.firestore_port,
+                  **{f"function {name}": port for name, port in self.ports.items()}}
+        if len(set(wanted.values())) != len(wanted):
+            raise ConfigError(f"local ports overlap: {wanted}")
+        busy = [f"{what} port {port}" for what, port in wanted.items() if emulators.port_in_use(port)]
+        if busy:
+            raise ConfigError("ports already in use: " + ", ".join(busy)
+                              + "; is another agentops local up or another server running?")
+
+    def start(self) -> None:
+        options = self.options
+        self.check_ports()
+        logs = options.state_dir / "logs"
+        pubsub = emulators.pubsub(options.pubsub_port, logs)
+        firestore = emulators.firestore(options.firestore_port, logs)
+        self.emulators = [pubsub, firestore]
+        pubsub.start()
+        firestore.start()
+        admin = PubSubAdmin.connect(options.project, pubsub.host)
+        try:
+            provision(
+                admin,
+                {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()
+                 if name != topology.WEBHOOK_FUNCTION},
+                options.minimum_backoff,
+                options.maximum_backoff,
+            )
+        finally:
+            admin.close()
+        env = child_environment({
+            "GOOGLE_CLOUD_PROJECT": options.project,
+            "PUBSUB_EMULATOR_HOST": pubsub.host,
+            "FIRESTORE_EMULATOR_HOST": firestore.host,
+            "GITHUB_WEBHOOK_SECRET": _webhook_secret(options),
+            **options.extra_env,
+        })
+        root = Path(__file__).resolve().parents[2]
+        for name, port in self.ports.items():
+            log = (logs / f"{name}.log").open("ab")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "functions_framework", f"--target={name}",
+                 f"--source={root / 'main.py'}", "--host=127.0.0.1", f"--port={port}"],
+                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self.processes.append((name, process))
+        for name, process in self.processes:
+            _wait_for_port(self.ports[name], process, name)
+
+    def stop(self) -> None:
+        for _, process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for _, process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        self.processes.clear()
+        for emulator in reversed(self.emulators):
+            emulator.stop()
+
+    def failed_child(self) -> str | None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                return f"{name} exited with {process.returncode}"
+        return None
+
+
+def up(options: LocalOptions) -> int:
+    with single_instance(options.state_dir):
+        system = LocalSystem(options)
+        stopping = False
+
+        def on_signal(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            system.start()
+            print(f"webhook URL: {system.webhook_url}", flush=True)
+            print(f"webhook secret: in {options.state_dir / 'webhook-secret'}", flush=True)
+            print(f"Pub/Sub emulator: 127.0.0.1:{options.pubsub_port}  "
+                  f"Firestore emulator: 127.0.0.1:{options.firestore_port}  "
+                  f"project: {options.project}  logs: {options.state_dir / 'logs'}", flush=True)
+            print("ready", flush=True)
+            while not stopping:
+                failure = system.failed_child()
+                if failure:
+                    print(f"stopping: {failure}; see {options.state_dir / 'logs'}", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+            return 0
+        finally:
+            system.stop()
