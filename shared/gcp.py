@@ -72,8 +72,8 @@ class SecretVersion:
 class SecretManagerSource:
     """Reads Secret Manager with a per-instance TTL cache and optional version pinning.
 
-    `latest` is re-read after `cache_seconds`; a pinned numeric version is immutable and cached for
-    the life of the instance. The webhook secret's previous version (the one before `latest`) is
+    Every read is cached for `cache_seconds`, pinned versions too: a version's data never changes,
+    but it can be disabled, and a disabled secret must stop working. The webhook secret's previous version (the one before `latest`) is
     accepted too while it is enabled, so a rotation is: add a version, update GitHub, then disable
     the old version.
     """
@@ -96,6 +96,10 @@ class SecretManagerSource:
         self._cache: dict[tuple[str, str], tuple[float, SecretVersion | None]] = {}
         self._webhook_secret_id = webhook_secret_id
         self._webhook_secret_version = webhook_secret_version
+        from google.api_core.retry import Retry
+
+        # Bounded: the webhook must still answer GitHub within its 10 s.
+        self._retry = Retry(initial=0.1, maximum=1.0, multiplier=2.0, timeout=3.0)
 
     def _fetch(self, secret_id: str, version: str) -> SecretVersion | None:
         from google.api_core import exceptions
@@ -104,7 +108,9 @@ class SecretManagerSource:
             self._client = self._client_factory()
         name = f"projects/{self._project}/secrets/{secret_id}/versions/{version}"
         try:
-            response = self._client.access_secret_version(request={"name": name}, timeout=5.0)
+            response = self._client.access_secret_version(
+                request={"name": name}, retry=self._retry, timeout=self._retry.timeout
+            )
         except (exceptions.NotFound, exceptions.FailedPrecondition):
             return None  # absent, disabled or destroyed
         except exceptions.GoogleAPIError as exc:
@@ -117,7 +123,7 @@ class SecretManagerSource:
         now = self._clock()
         with self._lock:
             cached = self._cache.get(key)
-            if cached and (version != "latest" or now - cached[0] < self._cache_seconds):
+            if cached and now - cached[0] < self._cache_seconds:
                 return cached[1]
         value = self._fetch(secret_id, version)
         with self._lock:
