@@ -16,7 +16,7 @@ def _local_up(args: argparse.Namespace) -> int:
         project=args.project,
         state_dir=Path(args.state_dir),
         webhook_port=args.port,
-        first_consumer_port=args.port + 10,
+        first_consumer_port=args.consumer_port or args.port + 10,
         pubsub_port=args.pubsub_port,
         firestore_port=args.firestore_port,
     ))
@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--project", default="agentops-local", help="project id on the emulators")
     up.add_argument("--port", type=int, default=8080,
                     help="webhook port; the consumers take the seven ports from PORT+10 (default 8080)")
+    up.add_argument("--consumer-port", type=int, default=0,
+                    help="first of the seven consumer ports (default PORT+10)")
     up.add_argument("--pubsub-port", type=int, default=8085)
     up.add_argument("--firestore-port", type=int, default=8086)
     up.add_argument("--state-dir", default=".agentops", help="lock file, logs and the local secret")

@@ -73,7 +73,8 @@ class SecretManagerSource:
     """Reads Secret Manager with a per-instance TTL cache and optional version pinning.
 
     Every read is cached for `cache_seconds`, pinned versions too: a version's data never changes,
-    but it can be disabled, and a disabled secret must stop working. The webhook secret's previous version (the one before `latest`) is
+    but it can be disabled, and a disabled secret must stop working. The webhook secret's
+    previous version (the one before `latest`) is
     accepted too while it is enabled, so a rotation is: add a version, update GitHub, then disable
     the old version.
     """

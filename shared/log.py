@@ -15,7 +15,9 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
-_context: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar("log_context", default={})
+_context: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
+    "log_context", default=None
+)
 
 # Tokens GitHub issues (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_), JWTs, bearer headers, PEM keys
 # and the signature header's HMAC.
@@ -59,7 +61,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
             "logger": record.name,
         }
-        entry.update(_context.get())
+        entry.update(_context.get() or {})
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
@@ -82,7 +84,7 @@ def setup(level: str = "INFO") -> None:
 @contextlib.contextmanager
 def bind(**fields: object) -> Iterator[None]:
     """Add fields to every log record written inside the block."""
-    merged = {**_context.get(), **{k: v for k, v in fields.items() if v not in (None, "")}}
+    merged = {**(_context.get() or {}), **{k: v for k, v in fields.items() if v not in (None, "")}}
     token = _context.set(merged)
     try:
         yield

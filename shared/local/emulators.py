@@ -82,7 +82,8 @@ class Emulator:
                     f"see {self.log_path}"
                 )
             try:
-                with urllib.request.urlopen(f"http://{self.host}{self.ready_path}", timeout=1):
+                url = f"http://{self.host}{self.ready_path}"
+                with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback http only
                     return self
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 time.sleep(0.1)
@@ -142,5 +143,5 @@ def reset_firestore(host: str, project: str) -> None:
         f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents",
         method="DELETE",
     )
-    with urllib.request.urlopen(request, timeout=10):
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback http only
         return

@@ -11,9 +11,9 @@ import functions_framework
 import pytest
 
 from shared import topology
-from shared.messages import AgentTaskResult, GithubEvent, ScheduleTick
+from shared.messages import ScheduleTick
 from tests.support import github
-from tests.support.pubsub import drain, tap
+from tests.support.pubsub import drain
 from tests.support.push import serve
 
 pytestmark = pytest.mark.emulators
