@@ -51,6 +51,7 @@ from shared import topology
 from shared.config import child_environment
 from shared.local import emulators
 from shared.local.provision import PubSubAdmin, provision
+from shared.local.runner import WEBHOOK_THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real payloads from GitHub's examples: a large, a medium and a small one.
@@ -690,8 +691,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="sender threads, one keep-alive connection each (32)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="the function's LOG_LEVEL (INFO, as `make run`)")
-    parser.add_argument("--server-threads", type=int, default=None,
-                        help="gunicorn threads (THREADS); default: functions-framework's 4 per CPU")
+    parser.add_argument("--server-threads", type=int, default=WEBHOOK_THREADS,
+                        help=f"gunicorn threads (THREADS); default: {WEBHOOK_THREADS}, as make run serves it")
     parser.add_argument("--warmup-seconds", type=float, default=10.0,
                         help="closed-loop warm-up before the measured load, 0 for none (10)")
     parser.add_argument("--drain-timeout", type=float, default=60.0)
@@ -720,7 +721,7 @@ def interruptible() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> Result:
-    threads = args.server_threads or (os.cpu_count() or 1) * 4
+    threads = args.server_threads
     result = Result(args.rate, args.duration, args.concurrency, args.log_level, threads)
     stop = threading.Event()
     with Stack(args.log_level, args.server_threads, args.keep_logs) as stack:

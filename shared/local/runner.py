@@ -40,6 +40,9 @@ class LocalOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
+WEBHOOK_THREADS = 16
+
+
 class AlreadyRunning(ConfigError):
     pass
 
@@ -148,10 +151,14 @@ class LocalSystem:
         root = Path(__file__).resolve().parents[2]
         for name, port in self.ports.items():
             log = (logs / f"{name}.log").open("ab")
+            # The ingress spends most of a request waiting on Firestore and Pub/Sub, so more
+            # threads than functions-framework's default (4 per core) keep its queue short.
+            is_webhook = name == topology.WEBHOOK_FUNCTION
+            process_env = {**env, "THREADS": str(WEBHOOK_THREADS)} if is_webhook else env
             process = subprocess.Popen(
                 [sys.executable, "-m", "functions_framework", f"--target={name}",
                  f"--source={root / 'main.py'}", "--host=127.0.0.1", f"--port={port}"],
-                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=root, env=process_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
             self.processes.append((name, process))
