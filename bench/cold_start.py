@@ -157,9 +157,9 @@ t = clock(); import google.cloud.firestore; step("import google.cloud.firestore"
 t = clock(); s.firestore(); s.ledger(); step("firestore.Client() + ledger", t)
 t = clock(); from google.cloud import pubsub_v1; step("import google.cloud.pubsub_v1", t)
 t = clock(); s.publisher(); step("PublisherClient() on a gRPC channel", t)
-import hashlib, hmac, os, uuid
+import hashlib, hmac, uuid
 body = open(sys.argv[1], "rb").read()
-secret = os.environ["GITHUB_WEBHOOK_SECRET"].encode()
+secret = s.config.webhook_secret.encode()
 headers = {"X-GitHub-Event": "push", "X-GitHub-Hook-ID": "123456", "Content-Type": "application/json",
            "X-Hub-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()}
 client = app.test_client()

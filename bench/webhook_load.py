@@ -49,7 +49,7 @@ from typing import Any
 
 from shared import topology
 from shared.config import child_environment
-from shared.local import emulators
+from shared.local import emulators, runner
 from shared.local.provision import PubSubAdmin, provision
 from shared.local.runner import WEBHOOK_THREADS
 
@@ -263,26 +263,11 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
+    runner.stop_process(process)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"github_webhook exited with {process.returncode} before serving")
-        if emulators.port_in_use(port):
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"github_webhook did not listen on port {port} within {timeout:.0f}s")
+    runner.wait_for_port(port, process, "github_webhook", timeout)
 
 
 MACHINE = "machine"

@@ -85,7 +85,20 @@ def _webhook_secret(options: LocalOptions) -> str:
     return value
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a child started in its own session, and everything it forked: TERM, then KILL."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -163,20 +176,16 @@ class LocalSystem:
             )
             self.processes.append((name, process))
         for name, process in self.processes:
-            _wait_for_port(self.ports[name], process, name)
+            wait_for_port(self.ports[name], process, name)
 
     def stop(self) -> None:
+        # Signal every child first so they shut down in parallel, then wait for each.
         for _, process in self.processes:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
         for _, process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+            stop_process(process)
         self.processes.clear()
         for emulator in reversed(self.emulators):
             emulator.stop()
