@@ -51,7 +51,7 @@ from shared import topology
 from shared.config import child_environment
 from shared.local import emulators, runner
 from shared.local.provision import PubSubAdmin, provision
-from shared.local.runner import WEBHOOK_THREADS
+from shared.local.runner import WEBHOOK_SERVER_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real payloads from GitHub's examples: a large, a medium and a small one.
@@ -208,6 +208,8 @@ class Stack:
             "GITHUB_WEBHOOK_SECRET": self.secret,
             "LOG_LEVEL": self.log_level,
         }
+        # Served as `make run` serves it: the same gunicorn workers and threads.
+        overrides.update(WEBHOOK_SERVER_ENV)
         if self.server_threads:
             overrides["THREADS"] = str(self.server_threads)
         return child_environment(overrides)
@@ -624,7 +626,8 @@ def markdown(result: Result) -> str:
         f"actual send) p50 {_ms(result.service_p50_ms)} ms, p99 {_ms(result.service_p99_ms)} ms; "
         f"sender lag behind schedule p99 {_ms(result.lag_p99_ms)} ms, max {_ms(result.lag_max_ms)} ms. "
         f"Client concurrency {result.concurrency}, server LOG_LEVEL={result.log_level}, gunicorn "
-        f"threads {result.server_threads}, keep-alive reconnects {result.retries}. Warm-up: "
+        f"workers {WEBHOOK_SERVER_ENV['WORKERS']} x threads {result.server_threads}, "
+        f"keep-alive reconnects {result.retries}. Warm-up: "
         f"{result.warmup_seconds:g} s closed loop, {result.warmup_sent} deliveries "
         f"({result.warmup_rate:.0f}/s, {result.warmup_non_202} non-202), not in the latency figures "
         f"but in the loss check. Drain took {result.drain_seconds:.1f} s"
@@ -676,8 +679,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="sender threads, one keep-alive connection each (32)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="the function's LOG_LEVEL (INFO, as `make run`)")
-    parser.add_argument("--server-threads", type=int, default=WEBHOOK_THREADS,
-                        help=f"gunicorn threads (THREADS); default: {WEBHOOK_THREADS}, as make run serves it")
+    parser.add_argument("--server-threads", type=int, default=int(WEBHOOK_SERVER_ENV["THREADS"]),
+                        help="gunicorn threads per worker (THREADS); default: as make run serves it")
     parser.add_argument("--warmup-seconds", type=float, default=10.0,
                         help="closed-loop warm-up before the measured load, 0 for none (10)")
     parser.add_argument("--drain-timeout", type=float, default=60.0)
