@@ -76,7 +76,8 @@ def test_recorded_contents_and_git_refs_and_labels():
     assert readme.startswith("# hello-world")
 
     client, adapter = client_for("git-refs")
-    assert client.request("GET", "/repos/octokit-fixture-org/git-refs/git/refs/")[0]["ref"] == "refs/heads/main"
+    refs = client.request("GET", "/repos/octokit-fixture-org/git-refs/git/refs/")
+    assert refs[0]["ref"] == "refs/heads/main"
     created = client.request("POST", "/repos/octokit-fixture-org/git-refs/git/refs",
                              json_body={"ref": "refs/heads/test", "sha": "0" * 39 + "2"})
     assert created["ref"] == "refs/heads/test"
@@ -222,7 +223,8 @@ READ_CASES = [
 ]
 
 
-@pytest.mark.parametrize("status,headers,body,error", [c[1:] for c in READ_CASES], ids=[c[0] for c in READ_CASES])
+@pytest.mark.parametrize("status,headers,body,error", [c[1:] for c in READ_CASES],
+                         ids=[c[0] for c in READ_CASES])
 def test_read_response_types_errors(status, headers, body, error):
     with pytest.raises(error):
         read_response("GET", "/x", status, headers, body, 0.0)
