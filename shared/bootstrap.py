@@ -90,6 +90,41 @@ class Services:
             webhook_secret_version=self.config.webhook_secret_version,
         )
 
+    def private_key_pem(self) -> str:
+        if self.config.private_key:
+            return self.config.private_key
+        return self.secret_source().require(self.config.private_key_secret_id).data.decode()
+
+    @_once
+    def secret_source(self) -> Any:
+        from shared.gcp import SecretManagerSource
+
+        return SecretManagerSource(self.config.project, cache_seconds=self.config.secret_cache_seconds)
+
+    @_once
+    def github_app(self) -> Any:
+        from shared.github.app import GitHubApp
+
+        setting = ("GITHUB_PRIVATE_KEY" if self.config.private_key
+                   else f"secret {self.config.private_key_secret_id}")
+        return GitHubApp(self.config.github_api_url, self.config.require_app_id(),
+                         self.private_key_pem, key_setting=setting)
+
+    def redelivery_sweep(self, dry_run: bool = False, since_hours: float = 72.0,
+                         progress: Any = None) -> str:
+        """Redeliver what GitHub failed to deliver; returns a one-line summary."""
+        from datetime import datetime, timezone
+
+        from shared.github import redelivery
+
+        report = redelivery.sweep(
+            self.github_app().app_client(), redelivery.guids_published(self.ledger()),
+            datetime.now(timezone.utc), timedelta(hours=since_hours),
+            dry_run=dry_run or self.config.dry_run, progress=progress,
+        )
+        self.last_redelivery_report = report
+        return redelivery.summarize(report)[0]
+
     @_once
     def webhook(self) -> Any:
         from functions.github_webhook.handler import WebhookHandler
@@ -112,7 +147,8 @@ class Services:
             topology.ORCHESTRATOR_FUNCTION: consumer(
                 topology.ORCHESTRATOR_FUNCTION,
                 MESSAGE_TYPES,
-                Orchestrator(self.ledger, self.tasks, self.publisher, self.audit),
+                Orchestrator(self.ledger, self.tasks, self.publisher, self.audit,
+                             internal_jobs={"redelivery_sweep": self.redelivery_sweep}),
             )
         }
         for agent in topology.AGENTS:

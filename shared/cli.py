@@ -42,6 +42,40 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration_hours(text: str) -> float:
+    units = {"m": 1 / 60, "h": 1.0, "d": 24.0}
+    try:
+        value = float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 72h, 90m or 3d") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return value
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> None:
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr,
+          flush=True)
+
+
+def _redeliver(args: argparse.Namespace) -> int:
+    from shared.bootstrap import Services
+    from shared.config import Config
+
+    services = Services(Config.from_env())
+    if args.since > 72:
+        print("agentops: GitHub keeps deliveries for 3 days; looking back 72h", file=sys.stderr)
+    services.redelivery_sweep(dry_run=args.dry_run, since_hours=min(args.since, 72.0),
+                              progress=progress_bar)
+    from shared.github.redelivery import summarize
+
+    for line in summarize(services.last_redelivery_report):
+        print(line)
+    return 1 if services.last_redelivery_report.failed else 0
+
+
 def _field_filter(field: str, op: str, value: str) -> object:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -77,6 +111,17 @@ def parser() -> argparse.ArgumentParser:
     tasks.add_argument("--status", help="only tasks in this status, for example queued")
     tasks.add_argument("--limit", type=int, default=50)
     tasks.set_defaults(run=_tasks)
+
+    redeliver = verbs.add_parser(
+        "redeliver", help="redeliver webhook deliveries GitHub failed to deliver",
+        description="List the App's webhook deliveries, find those whose every attempt failed and "
+        "that were never published, and redeliver each once. Needs GITHUB_APP_ID and the App's "
+        "private key (GITHUB_PRIVATE_KEY locally, Secret Manager otherwise).",
+    )
+    redeliver.add_argument("--since", type=_duration_hours, default=72.0, metavar="DURATION",
+                           help="how far back to look, like 72h (the maximum), 90m or 1d")
+    redeliver.add_argument("--dry-run", action="store_true", help="report, but redeliver nothing")
+    redeliver.set_defaults(run=_redeliver)
     return root
 
 

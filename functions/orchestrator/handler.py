@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
 from functions.orchestrator import core
 from shared import topology
-from shared.errors import InvalidInput, RetryableError
+from shared.errors import ConfigError, InvalidInput, PermanentError, RetryableError
 from shared.messages import AgentTask, AgentTaskResult, CloudBuildNotification, GithubEvent, ScheduleTick
 from shared.ports import AuditLog, DeliveryLedger, Dispatch, Publisher, TaskSpec, TaskStore
 from shared.runtime import Envelope
@@ -41,7 +41,9 @@ class Orchestrator:
         publisher: Callable[[], Publisher],
         audit: Callable[[], AuditLog],
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        internal_jobs: Mapping[str, Callable[[], str]] | None = None,
     ) -> None:
+        self._internal_jobs = dict(internal_jobs or {})
         self._ledger = ledger
         self._tasks = tasks
         self._publisher = publisher
@@ -139,12 +141,31 @@ class Orchestrator:
                                            "outcome": "dispatched"})
 
     def _run_internal(self, spec: TaskSpec, attempt: int) -> None:
-        # The weekly report and the redelivery sweep are the orchestrator's own jobs. Until they
-        # are built the task is recorded as blocked, truthfully, rather than silently dropped.
+        """Run one of the orchestrator's own jobs in place and record its outcome on the task."""
         tasks = self._tasks()
+        job = self._internal_jobs.get(spec.kind)
+        if job is None:
+            status, summary = "not_implemented", f"{spec.kind} is not implemented yet"
+        else:
+            try:
+                status, summary = "succeeded", job()
+            except ConfigError as exc:
+                status, summary = "blocked", f"{spec.kind} cannot run: {exc}"
+            except RetryableError as exc:
+                tasks.abandon_dispatch(spec.task_id, str(exc), self._clock())
+                raise
+            except PermanentError as exc:
+                status, summary = "failed", f"{spec.kind} failed: {exc}"
         tasks.finish_dispatch(spec.task_id, "internal", self._clock())
-        tasks.record_result(spec.task_id, spec.agent, attempt, "not_implemented",
-                            f"{spec.kind} is not implemented yet", self._clock())
+        tasks.record_result(spec.task_id, spec.agent, attempt, status, summary, self._clock())
+        self._audit().record(
+            key=f"internal:{spec.task_id}:{attempt}",
+            actor=NAME,
+            action=f"run_{spec.kind}",
+            subject=f"task/{spec.task_id}",
+            outcome=status,
+            summary=summary[:500],
+        )
 
     def on_result(self, result: AgentTaskResult) -> None:
         applied = self._tasks().record_result(

@@ -37,35 +37,50 @@ class FakeAppHook(requests.adapters.BaseAdapter):
         self.fail_ids = fail_ids
         self.redelivered: list[int] = []
         self.pages = 0
+        self.base = API
 
     def send(self, request, **kwargs):
         url = urlsplit(request.url)
-        path = url.path + (f"?{url.query}" if url.query else "")
-        body = json.loads(request.body) if request.body else None
-        openapi.validate_request(request.method, path, body)
-        assert request.headers["Authorization"].startswith("Bearer ")
-        if request.method == "GET":
-            query = parse_qs(url.query)
+        status, headers, payload = self.handle(request.method, url.path, url.query, request.body,
+                                               request.headers.get("Authorization", ""))
+        return make_response(request, status, headers, payload)
+
+    def handle(self, method: str, path_only: str, query_string: str, raw_body, authorization: str):
+        path = path_only + (f"?{query_string}" if query_string else "")
+        body = json.loads(raw_body) if raw_body else None
+        openapi.validate_request(method, path, body)
+        assert authorization.startswith("Bearer ")
+        headers = {"Content-Type": "application/json"}
+        if method == "GET":
+            query = parse_qs(query_string)
             start = int(query.get("cursor", ["0"])[0])
             size = min(int(query.get("per_page", ["30"])[0]), self.page_size)
             page = self.deliveries[start:start + size]
-            headers = {"Content-Type": "application/json"}
             if start + size < len(self.deliveries):
-                next_page = f"{API}/app/hook/deliveries?per_page={size}&cursor={start + size}"
+                next_page = f"{self.base}/app/hook/deliveries?per_page={size}&cursor={start + size}"
                 headers["Link"] = f'<{next_page}>; rel="next"'
             self.pages += 1
             status, payload = 200, page
         else:
-            delivery_id = int(url.path.split("/")[-2])
+            delivery_id = int(path_only.split("/")[-2])
             if delivery_id in self.fail_ids:
                 status, payload = 422, {"message": "Validation Failed",
                                         "documentation_url": "https://docs.github.com"}
             else:
                 self.redelivered.append(delivery_id)
                 status, payload = 202, {}
-            headers = {"Content-Type": "application/json"}
-        openapi.validate_response(request.method, path, status, payload)
-        return make_response(request, status, headers, payload)
+        openapi.validate_response(method, path, status, payload)
+        return status, headers, payload
+
+    def wsgi(self, environ, start_response):
+        """The same fake over HTTP, for driving the CLI."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        status, headers, payload = self.handle(environ["REQUEST_METHOD"], environ["PATH_INFO"],
+                                               environ.get("QUERY_STRING", ""), raw,
+                                               environ.get("HTTP_AUTHORIZATION", ""))
+        start_response(f"{status} X", list(headers.items()))
+        return [json.dumps(payload).encode()]
 
     def close(self):
         return None
