@@ -107,8 +107,11 @@ class Services:
 
         setting = ("GITHUB_PRIVATE_KEY" if self.config.private_key
                    else f"secret {self.config.private_key_secret_id}")
+        from shared.firestore_store import FirestoreConditionalCache
+
         return GitHubApp(self.config.github_api_url, self.config.require_app_id(),
-                         self.private_key_pem, key_setting=setting)
+                         self.private_key_pem, key_setting=setting,
+                         cache=FirestoreConditionalCache(self.firestore()))
 
     def redelivery_sweep(self, dry_run: bool = False, since_hours: float = 72.0,
                          progress: Any = None) -> str:

@@ -279,3 +279,44 @@ class FirestoreAuditLog:
             return  # the same action was audited by an earlier delivery of the same message
         except _google_errors() as exc:
             raise RetryableError(f"audit {action} on {subject}: {exc}") from exc
+
+
+HTTP_CACHE = "http_cache"
+
+
+class FirestoreConditionalCache:
+    """ETag / Last-Modified and the body they validate, per installation and URL.
+
+    A 304 costs no rate limit, so a second read of unchanged data is free. One document per
+    (scope, URL), keyed by a hash because URLs hold characters document ids cannot.
+    """
+
+    def __init__(self, client: Any, retention: timedelta = timedelta(days=7)) -> None:
+        self._client = client
+        self._retention = retention
+
+    def _doc(self, scope: str, url: str) -> Any:
+        key = hashlib.sha256(f"{scope}\n{url}".encode()).hexdigest()[:40]
+        return self._client.collection(HTTP_CACHE).document(key)
+
+    def get(self, scope: str, url: str) -> dict[str, Any] | None:
+        try:
+            data = self._doc(scope, url).get().to_dict()
+        except _google_errors() as exc:
+            raise RetryableError(f"read conditional cache for {url}: {exc}") from exc
+        if not data or data.get("url") != url or data.get("scope") != scope:
+            return None
+        return {"etag": data.get("etag"), "last_modified": data.get("last_modified"),
+                "body": data.get("body")}
+
+    def put(self, scope: str, url: str, entry: dict[str, Any]) -> None:
+        now = datetime.now(timezone.utc)
+        try:
+            self._doc(scope, url).set({
+                "scope": scope, "url": url, "etag": entry.get("etag"),
+                "last_modified": entry.get("last_modified"), "body": entry.get("body"),
+                "stored_at": now, "expire_at": now + self._retention,
+            })
+        except _google_errors() as exc:
+            # A cache that cannot be written costs rate limit later, not correctness now.
+            raise RetryableError(f"write conditional cache for {url}: {exc}") from exc

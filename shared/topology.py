@@ -131,3 +131,11 @@ SCHEDULER_JOBS: tuple[SchedulerJob, ...] = (
     SchedulerJob("redelivery-sweep-tick", "redelivery_sweep", "*/15 * * * *"),
 )
 TICK_JOBS: tuple[str, ...] = tuple(job.job for job in SCHEDULER_JOBS)
+
+# Firestore collections whose documents carry an `expire_at` the runtime sets; Terraform declares a
+# TTL policy on each so Firestore deletes them.
+TTL_FIELDS: dict[str, str] = {
+    "deliveries": "expire_at",
+    "audit": "expire_at",
+    "http_cache": "expire_at",
+}

@@ -1,10 +1,12 @@
 # The (default) Firestore database in Native mode, and TTL policies that let Firestore delete
-# expired delivery and audit documents (the runtime writes expire_at on each).
+# expired delivery, audit and conditional-request cache documents (the runtime writes
+# expire_at on each). The collections mirror TTL_FIELDS in shared/topology.py.
 
 locals {
   ttl_fields = {
     deliveries = "expire_at"
     audit      = "expire_at"
+    http_cache = "expire_at"
   }
 }
 

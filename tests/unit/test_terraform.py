@@ -548,12 +548,12 @@ def test_deploy_agent_may_act_as_the_app_engine_account_only() -> None:
 # --- Firestore, source, variables and outputs -----------------------------------------------
 
 
-def test_firestore_is_native_with_ttl_on_deliveries_and_audit() -> None:
+def test_firestore_is_native_with_ttl_on_every_expiring_collection() -> None:
     database = resource("google_firestore_database", "default")
     assert database["name"] == "(default)"
     assert database["type"] == "FIRESTORE_NATIVE"
     assert expression(database["location_id"]) == "var.firestore_location"
-    assert locals_in("firestore.tf")["ttl_fields"] == {"deliveries": "expire_at", "audit": "expire_at"}
+    assert locals_in("firestore.tf")["ttl_fields"] == topology.TTL_FIELDS
     field = resource("google_firestore_field", "ttl")
     assert expression(field["for_each"]) == "local.ttl_fields"
     assert "ttl_config" in field
