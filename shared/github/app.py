@@ -72,8 +72,12 @@ class GitHubApp:
             cached = self._installations[repository] = int(found["id"])
         return cached
 
-    def client_for(self, agent: str, installation_id: int, repositories: Sequence[str] = ()) -> RestClient:
-        """A client for one agent, with a token scoped to its permissions and repositories."""
+    def client_for(self, agent: str, installation_id: int, repositories: Sequence[str] = (),
+                   task_id: str = "", audit: Any = None) -> RestClient:
+        """A client for one agent, with a token scoped to its permissions and repositories.
+
+        Every write it makes is audited as this agent, for this task.
+        """
         tokens = self.tokens()
         return RestClient(
             self._api_url,
@@ -81,4 +85,7 @@ class GitHubApp:
             session=self._session(),
             cache=self._cache,
             cache_scope=f"installation/{installation_id}",
+            audit=audit,
+            actor=agent,
+            reason=task_id,
         )

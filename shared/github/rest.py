@@ -11,8 +11,10 @@ say); a comment is never posted twice because a response was lost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -171,6 +173,10 @@ class RestClient:
         max_retries: int = 3,
         max_wait_seconds: float = 60.0,
         timeout: float = 10.0,
+        audit: Any = None,
+        actor: str = "",
+        reason: str = "",
+        write_interval: float = 1.0,
     ) -> None:
         if session is None:
             import requests
@@ -188,13 +194,50 @@ class RestClient:
         self._timeout = timeout
         self.rate_limit: RateLimit | None = None
         self.stats = Stats()
+        # Who writes and why, for the audit record of every write (agent, task id).
+        self._audit = audit
+        self._actor = actor
+        self._reason = reason
+        # GitHub's advice against secondary limits: no concurrent writes, and a second between them.
+        self._write_lock = threading.Lock()
+        self._write_interval = write_interval
+        self._last_write = float("-inf")
 
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self._base}{path}"
 
     def request(self, method: str, path: str, *, json_body: Any = None,
                 params: Mapping[str, Any] | None = None, idempotent: bool | None = None) -> Any:
-        return self._send(method.upper(), path, json_body, params, idempotent)[0]
+        method = method.upper()
+        if method in ("GET", "HEAD"):
+            return self._send(method, path, json_body, params, idempotent)[0]
+        with self._write_lock:
+            pause = self._last_write + self._write_interval - self._clock()
+            if pause > 0:
+                self._wait(pause)
+            try:
+                data = self._send(method, path, json_body, params, idempotent)[0]
+            except GitHubError as exc:
+                self._record_write(method, path, json_body, f"error {exc.status}", str(exc))
+                raise
+            finally:
+                self._last_write = self._clock()
+            self._record_write(method, path, json_body, "ok", "")
+            return data
+
+    def _record_write(self, method: str, path: str, body: Any, outcome: str, error: str) -> None:
+        if self._audit is None:
+            return
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self._audit.record(
+            key=f"github:{self._actor}:{self._reason}:{method} {path}:{digest}",
+            actor=self._actor or "app",
+            action=f"github_{method.lower()}",
+            subject=path,
+            outcome=outcome,
+            task_id=self._reason,
+            error=error[:500],
+        )
 
     def _send(self, method: str, path: str, json_body: Any, params: Mapping[str, Any] | None,
               idempotent: bool | None) -> tuple[Any, Mapping[str, str]]:

@@ -245,3 +245,46 @@ def test_links_parses_githubs_header():
         "next": "https://api.github.com/repositories/1000/issues?per_page=3&page=2",
         "last": "https://api.github.com/repositories/1000/issues?per_page=3&page=5",
     }
+
+
+class RecordingAudit:
+    def __init__(self):
+        self.entries = []
+
+    def record(self, **entry):
+        self.entries.append(entry)
+
+
+def test_every_write_is_audited_with_agent_task_and_result_and_reads_are_not():
+    audit = RecordingAudit()
+    client, adapter, _ = scripted(
+        [(200, {}, []), (201, {}, {"id": 1}), (422, {}, {"message": "Validation Failed"})],
+        audit=audit, actor="code", reason="implement_issue-abc",
+    )
+    client.request("GET", "/repos/o/r/labels")
+    client.request("POST", "/repos/o/r/issues/3/comments", json_body={"body": "working on it"})
+    with pytest.raises(ValidationFailed):
+        client.request("POST", "/repos/o/r/labels", json_body={"name": "x", "color": "bad"})
+    assert [(e["actor"], e["action"], e["subject"], e["outcome"], e["task_id"]) for e in audit.entries] == [
+        ("code", "github_post", "/repos/o/r/issues/3/comments", "ok", "implement_issue-abc"),
+        ("code", "github_post", "/repos/o/r/labels", "error 422", "implement_issue-abc"),
+    ]
+    assert len({e["key"] for e in audit.entries}) == 2
+
+
+def test_writes_are_serialised_a_second_apart():
+    now = [1000.0]
+    adapter = Scripted([(201, {}, {}), (201, {}, {}), (201, {}, {})])
+    http = requests.Session()
+    http.mount(API, adapter)
+    slept = []
+
+    def sleep(seconds):
+        slept.append(round(seconds, 3))
+        now[0] += seconds
+
+    client = RestClient(API, token=lambda: "t", session=http, clock=lambda: now[0], sleep=sleep)
+    for number in range(3):
+        client.request("POST", f"/repos/o/r/issues/{number}/comments", json_body={"body": "x"})
+        now[0] += 0.25
+    assert slept == [0.75, 0.75]
