@@ -72,6 +72,12 @@ class Services:
         return FirestoreTaskStore(self.firestore())
 
     @_once
+    def installations(self) -> Any:
+        from shared.firestore_store import FirestoreInstallations
+
+        return FirestoreInstallations(self.firestore())
+
+    @_once
     def audit(self) -> Any:
         from shared.firestore_store import FirestoreAuditLog
 
@@ -151,7 +157,8 @@ class Services:
                 topology.ORCHESTRATOR_FUNCTION,
                 MESSAGE_TYPES,
                 Orchestrator(self.ledger, self.tasks, self.publisher, self.audit,
-                             internal_jobs={"redelivery_sweep": self.redelivery_sweep}),
+                             internal_jobs={"redelivery_sweep": self.redelivery_sweep},
+                             installations=self.installations),
             )
         }
         for agent in topology.AGENTS:

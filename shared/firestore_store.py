@@ -320,3 +320,47 @@ class FirestoreConditionalCache:
         except _google_errors() as exc:
             # A cache that cannot be written costs rate limit later, not correctness now.
             raise RetryableError(f"write conditional cache for {url}: {exc}") from exc
+
+
+INSTALLATIONS = "installations"
+REPOS = "repos"
+
+
+def repo_doc_id(full_name: str) -> str:
+    """`owner/name` as a document id (ids cannot hold '/'; GitHub names cannot hold ':')."""
+    return full_name.replace("/", ":")
+
+
+class FirestoreInstallations:
+    """`installations/{id}` and `repos/{owner:name}`: which repositories the App is installed on."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def apply(self, change: Any, delivery_id: str, now: datetime) -> None:
+        batch = self._client.batch()
+        installation: dict[str, Any] = {
+            "installation_id": change.installation_id,
+            "account": change.account,
+            "updated_at": now,
+            "last_delivery_id": delivery_id,
+        }
+        if change.status:
+            installation["status"] = change.status
+        if change.repository_selection:
+            installation["repository_selection"] = change.repository_selection
+        batch.set(self._client.collection(INSTALLATIONS).document(str(change.installation_id)),
+                  installation, merge=True)
+        for repo, installed in [(r, True) for r in change.added] + [(r, False) for r in change.removed]:
+            batch.set(self._client.collection(REPOS).document(repo_doc_id(repo["full_name"])), {
+                "full_name": repo["full_name"],
+                "repository_id": repo["id"],
+                "private": repo["private"],
+                "installation_id": change.installation_id,
+                "installed": installed,
+                "updated_at": now,
+            }, merge=True)
+        try:
+            batch.commit()
+        except _google_errors() as exc:
+            raise RetryableError(f"record installation {change.installation_id}: {exc}") from exc

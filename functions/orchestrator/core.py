@@ -164,3 +164,55 @@ def route_tick(job: str, message_id: str, published: datetime) -> list[TaskSpec]
         source=f"tick/{message_id}",
         inputs={"job": job},
     )]
+
+
+INSTALLATION_STATUS = {
+    "created": "active",
+    "deleted": "deleted",
+    "suspend": "suspended",
+    "unsuspend": "active",
+    "new_permissions_accepted": "active",
+}
+
+
+@dataclass(frozen=True)
+class InstallationChange:
+    """What an installation event means for the `installations` and `repos` records."""
+
+    installation_id: int
+    account: str
+    status: str  # "" when the event does not change it
+    repository_selection: str
+    added: tuple[dict[str, Any], ...]
+    removed: tuple[dict[str, Any], ...]
+
+
+def _repos(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        {"full_name": repo["full_name"], "id": repo.get("id", 0), "private": bool(repo.get("private"))}
+        for repo in value
+        if isinstance(repo, dict) and isinstance(repo.get("full_name"), str)
+    )
+
+
+def installation_change(facts: EventFacts) -> InstallationChange | None:
+    """Read an `installation` or `installation_repositories` event. Pure."""
+    if facts.event not in ("installation", "installation_repositories"):
+        return None
+    installation = facts.payload.get("installation")
+    if not isinstance(installation, dict) or not isinstance(installation.get("id"), int):
+        return None
+    account = _dig(installation, "account", "login")
+    selection = facts.payload.get("repository_selection") or installation.get("repository_selection")
+    if facts.event == "installation":
+        status = INSTALLATION_STATUS.get(facts.action, "")
+        repositories = _repos(facts.payload.get("repositories"))
+        added, removed = (repositories, ()) if status != "deleted" else ((), repositories)
+    else:
+        status = ""
+        added = _repos(facts.payload.get("repositories_added"))
+        removed = _repos(facts.payload.get("repositories_removed"))
+    return InstallationChange(installation["id"], str(account or ""), status, str(selection or ""),
+                              added, removed)

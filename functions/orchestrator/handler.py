@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from typing import Any
 
 from functions.orchestrator import core
 from shared import topology
@@ -42,7 +43,9 @@ class Orchestrator:
         audit: Callable[[], AuditLog],
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         internal_jobs: Mapping[str, Callable[[], str]] | None = None,
+        installations: Callable[[], Any] | None = None,
     ) -> None:
+        self._installations = installations
         self._internal_jobs = dict(internal_jobs or {})
         self._ledger = ledger
         self._tasks = tasks
@@ -76,6 +79,10 @@ class Orchestrator:
             installation_id=event.installation_id,
             payload=event.body(),
         )
+        change = core.installation_change(facts)
+        if change is not None and self._installations is not None:
+            # Idempotent: the same event sets the same fields again.
+            self._installations().apply(change, event.delivery_id, self._clock())
         specs = core.route_event(facts)
         for spec in specs:
             self.dispatch(spec)

@@ -230,3 +230,32 @@ def test_retryable_failure_answers_an_error_so_pubsub_retries(function_client, p
 
     assert response.status_code == 500
     assert "processed_by" not in (services.ledger().get(event.delivery_id) or {})
+
+
+def test_installation_events_keep_a_record_of_installations_and_repos(
+    function_client, services, project
+):
+    client = function_client("orchestrator")
+    created = github.example("installation", "created")
+    added = github.example("installation_repositories", "added")
+    added["installation"]["id"] = created["installation"]["id"]
+    for event, body in (("installation", created), ("installation_repositories", added)):
+        message = github_event(event, body)
+        assert push(client, project, topology.GITHUB_EVENTS, message.encode()).status_code == 200
+
+    store = services.firestore()
+    installation = store.collection("installations").document(str(created["installation"]["id"])).get()
+    assert installation.to_dict()["status"] == "active"
+    assert installation.to_dict()["account"] == created["installation"]["account"]["login"]
+    repos = {d.id: d.to_dict() for d in store.collection("repos").stream()}
+    assert sorted(repos) == ["Codertocat:Hello-World", "Codertocat:Space"]
+    assert all(r["installed"] and r["installation_id"] == created["installation"]["id"]
+               for r in repos.values())
+
+    removed = github.example("installation", "deleted")
+    removed["installation"]["id"] = created["installation"]["id"]
+    removed["repositories"] = created["repositories"]
+    push(client, project, topology.GITHUB_EVENTS, github_event("installation", removed).encode())
+    assert store.collection("repos").document("Codertocat:Hello-World").get().to_dict()["installed"] is False
+    status = store.collection("installations").document(str(created["installation"]["id"])).get()
+    assert status.to_dict()["status"] == "deleted"

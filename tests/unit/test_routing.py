@@ -114,3 +114,32 @@ def test_route_tick(job, published, subject):
 
 def test_unknown_tick_routes_nowhere():
     assert core.route_tick("nope", "m", datetime(2026, 1, 1, tzinfo=timezone.utc)) == []
+
+
+INSTALLATION_CASES = [
+    # (id, event, action, expected status, added, removed)
+    ("created", "installation", "created", "active", ["Codertocat/Hello-World"], []),
+    ("deleted", "installation", "deleted", "deleted", [], ["octocat/Hello-World"]),
+    ("suspend", "installation", "suspend", "suspended", [], []),
+    ("unsuspend", "installation", "unsuspend", "active", [], []),
+    ("repos-added", "installation_repositories", "added", "", ["Codertocat/Space"], []),
+]
+
+
+@pytest.mark.parametrize("event,action,status,added,removed", [c[1:] for c in INSTALLATION_CASES],
+                         ids=[c[0] for c in INSTALLATION_CASES])
+def test_installation_events_from_the_official_examples(event, action, status, added, removed):
+    payload = github.example(event, action)
+    change = core.installation_change(core.EventFacts(event, action, "d", "", 1, payload))
+    assert change.installation_id == payload["installation"]["id"]
+    assert change.status == status
+    assert [r["full_name"] for r in change.added] == added
+    assert [r["full_name"] for r in change.removed] == removed
+
+
+def test_non_installation_events_and_hostile_payloads_change_nothing():
+    assert core.installation_change(facts("push", "", {})) is None
+    assert core.installation_change(facts("installation", "created", {"installation": "x"})) is None
+    change = core.installation_change(facts("installation_repositories", "added", {
+        "installation": {"id": 3}, "repositories_added": [{"full_name": 5}, "junk", {"full_name": "o/r"}]}))
+    assert [r["full_name"] for r in change.added] == ["o/r"]
