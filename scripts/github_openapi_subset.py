@@ -25,6 +25,23 @@ OPERATIONS = (
     "apps/list-webhook-deliveries",
     "apps/get-webhook-delivery",
     "apps/redeliver-webhook-delivery",
+    "issues/list-for-repo",
+    "issues/create-comment",
+    "issues/add-labels",
+    "issues/create-label",
+    "issues/list-labels-for-repo",
+    "issues/get-label",
+    "issues/update-label",
+    "issues/delete-label",
+    "repos/get",
+    "repos/update",
+    "repos/get-content",
+    "repos/list-branches",
+    "repos/get-branch",
+    "git/create-ref",
+    "git/update-ref",
+    "git/delete-ref",
+    "git/list-matching-refs",
 )
 OUTPUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "github" / "openapi-subset.json"
 

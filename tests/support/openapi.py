@@ -46,7 +46,10 @@ def _registry() -> Registry:
 def _routes() -> list[tuple[re.Pattern[str], str, str]]:
     routes = []
     for path in spec()["paths"]:
-        pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"
+        # `contents/{path}` and `git/refs/{ref}` span segments (x-multi-segment); a contents path
+        # may be empty (the root listing).
+        multi = path.replace("{path}", "\0").replace("{ref}", "\1")
+        pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", multi).replace("\0", ".*").replace("\1", ".+") + "$"
         for method in spec()["paths"][path]:
             routes.append((re.compile(pattern), method, path))
     return routes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
@@ -14,6 +16,7 @@ from shared.github.rest import (
     links,
     read_response,
 )
+from tests.support import openapi
 from tests.support.replay import make_response, session
 
 API = "https://api.github.com"
@@ -106,6 +109,8 @@ class Scripted(requests.adapters.BaseAdapter):
         self.sent = []
 
     def send(self, request, **kwargs):
+        path = request.path_url
+        openapi.validate_request(request.method, path, json.loads(request.body) if request.body else None)
         self.sent.append(request)
         step = self.script.pop(0)
         if isinstance(step, Exception):
