@@ -39,8 +39,8 @@ class FakeGitHub:
             if branch and len(parts) == 3:
                 return {"full_name": full_name, "default_branch": branch}
             if branch and parts[3:] == ["branches", branch]:
-                return {"name": branch, "commit": {"sha": hashlib.sha256(full_name.encode()).hexdigest()[:40]},
-                        "protected": True}
+                sha = hashlib.sha256(full_name.encode()).hexdigest()[:40]
+                return {"name": branch, "commit": {"sha": sha}, "protected": True}
         return None
 
     def __call__(self, environ, start_response):
