@@ -40,7 +40,7 @@ class GitHubApp:
         self._session_factory = session_factory
         self._cache = cache
         self._key_setting = key_setting
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # tokens() builds the JWT signer under the same lock
         self._jwt: AppJwt | None = None
         self._tokens: InstallationTokens | None = None
         self._installations: dict[str, int] = {}
