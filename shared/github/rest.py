@@ -246,6 +246,7 @@ class RestClient:
         url = self._url(path)
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         attempt = 0
+        self._pace()
         while True:
             headers = {
                 "Accept": "application/vnd.github+json",
@@ -318,6 +319,19 @@ class RestClient:
             yield from data if isinstance(data, list) else [data]
             url = links(headers).get("next")
             query = None  # the next link carries its own query
+
+    def _pace(self) -> None:
+        """When the budget runs low, spread what is left over the time to the reset.
+
+        Below 5% of the limit each request waits (reset - now) / remaining, at most `max_wait`,
+        so a busy agent slows down instead of running into a wall of 403s.
+        """
+        limit = self.rate_limit
+        if limit is None or limit.remaining >= max(limit.limit // 20, 1):
+            return
+        until_reset = limit.reset - self._clock()
+        if until_reset > 0:
+            self._wait(min(until_reset / max(limit.remaining, 1), self._max_wait))
 
     def _backoff(self, attempt: int) -> None:
         self.stats.retries += 1

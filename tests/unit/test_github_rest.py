@@ -293,3 +293,15 @@ def test_writes_are_serialised_a_second_apart():
         client.request("POST", f"/repos/o/r/issues/{number}/comments", json_body={"body": "x"})
         now[0] += 0.25
     assert slept == [0.75, 0.75]
+
+
+def test_low_budget_slows_requests_down_instead_of_failing():
+    low = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "100", "X-RateLimit-Reset": "1000200"}
+    plenty = {**low, "X-RateLimit-Remaining": "4000"}
+    client, adapter, slept = scripted([(200, plenty, []), (200, low, []), (200, low, [])])
+    client.request("GET", "/repos/o/r/issues")
+    client.request("GET", "/repos/o/r/issues")
+    assert slept == []  # 4000 left: full speed
+    client.request("GET", "/repos/o/r/issues")
+    assert slept == [2.0]  # 100 left, 200 s to the reset: one request every 2 s
+    assert client.budget == 100
