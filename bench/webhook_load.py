@@ -465,26 +465,13 @@ def constant_rate(clients: Sequence[Client], payloads_: Sequence[Payload], rate:
 def drain(admin: PubSubAdmin, subscription: str, expected: set[str], timeout: float = 60.0,
           settle: float = 1.0) -> tuple[collections.Counter[str], float]:
     """Pull and ack until every expected delivery id was seen (then `settle` s more) or timeout."""
-    from google.api_core.exceptions import DeadlineExceeded
-
     counts: collections.Counter[str] = collections.Counter()
-    path = admin.subscription_path(subscription)
     started = time.monotonic()
     complete_at: float | None = None
     while time.monotonic() - started < timeout:
-        try:
-            response = admin.subscriber.pull(
-                request={"subscription": path, "max_messages": 1000}, timeout=2.0
-            )
-            messages = list(response.received_messages)
-        except DeadlineExceeded:
-            messages = []
-        if messages:
-            admin.subscriber.acknowledge(
-                request={"subscription": path, "ack_ids": [m.ack_id for m in messages]}
-            )
-            for message in messages:
-                counts[message.message.attributes.get("delivery_id", "")] += 1
+        messages = admin.pull_and_ack(subscription, max_messages=1000, timeout=2.0)
+        for message in messages:
+            counts[message.attributes.get("delivery_id", "")] += 1
         if complete_at is None and expected.issubset(counts):
             complete_at = time.monotonic()
         if complete_at is not None and time.monotonic() - complete_at >= settle:

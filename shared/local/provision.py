@@ -113,6 +113,24 @@ class PubSubAdmin:
         except AlreadyExists:
             return
 
+    def pull_and_ack(self, subscription: str, max_messages: int = 100, timeout: float = 1.0) -> list[Any]:
+        """One pull from a pull subscription; acknowledges and returns what came (maybe nothing)."""
+        from google.api_core.exceptions import DeadlineExceeded
+
+        path = self.subscription_path(subscription)
+        try:
+            response = self.subscriber.pull(
+                request={"subscription": path, "max_messages": max_messages}, timeout=timeout
+            )
+        except DeadlineExceeded:
+            return []
+        received = list(response.received_messages)
+        if received:
+            self.subscriber.acknowledge(
+                request={"subscription": path, "ack_ids": [m.ack_id for m in received]}
+            )
+        return [m.message for m in received]
+
     def close(self) -> None:
         for client in (self.publisher, self.subscriber, self.schemas):
             transport = getattr(client, "transport", None) or getattr(client, "_transport", None)

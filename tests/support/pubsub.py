@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from google.api_core.exceptions import DeadlineExceeded
-
 from shared.local.provision import PubSubAdmin
 
 
@@ -21,22 +19,12 @@ def drain(admin: PubSubAdmin, subscription: str, settle: float = 1.0, timeout: f
           expect: int | None = None) -> list[Any]:
     """Pull and ack until nothing new arrives for `settle` seconds (or `expect` messages came)."""
     received: list[Any] = []
-    path = admin.subscription_path(subscription)
     deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
-        try:
-            response = admin.subscriber.pull(
-                request={"subscription": path, "max_messages": 100}, timeout=1.0
-            )
-            messages = list(response.received_messages)
-        except DeadlineExceeded:
-            messages = []
+        messages = admin.pull_and_ack(subscription)
         if messages:
-            admin.subscriber.acknowledge(
-                request={"subscription": path, "ack_ids": [m.ack_id for m in messages]}
-            )
-            received.extend(m.message for m in messages)
+            received.extend(messages)
             quiet_since = time.monotonic()
         if expect is not None and len(received) >= expect:
             # Keep listening for `settle` more seconds to catch an unwanted extra message.
