@@ -39,9 +39,11 @@ def _once(factory: Callable[[Any], T]) -> Callable[[Any], T]:
 
 
 class Services:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, secret_client_factory: Callable[[], Any] | None = None) -> None:
         self.config = config
         self._lock = threading.RLock()
+        # None means the real Secret Manager client; tests serve the real service in-process.
+        self._secret_client_factory = secret_client_factory
 
     @_once
     def publisher(self) -> Any:
@@ -91,6 +93,7 @@ class Services:
             return StaticWebhookSecrets(self.config.webhook_secret, self.config.webhook_secret_previous)
         return SecretManagerSource(
             self.config.project,
+            client_factory=self._secret_client_factory,
             cache_seconds=self.config.secret_cache_seconds,
             webhook_secret_id=self.config.webhook_secret_id,
             webhook_secret_version=self.config.webhook_secret_version,
@@ -105,7 +108,8 @@ class Services:
     def secret_source(self) -> Any:
         from shared.gcp import SecretManagerSource
 
-        return SecretManagerSource(self.config.project, cache_seconds=self.config.secret_cache_seconds)
+        return SecretManagerSource(self.config.project, client_factory=self._secret_client_factory,
+                                   cache_seconds=self.config.secret_cache_seconds)
 
     @_once
     def github_app(self) -> Any:
