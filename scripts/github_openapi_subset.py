@@ -42,6 +42,8 @@ OPERATIONS = (
     "git/update-ref",
     "git/delete-ref",
     "git/list-matching-refs",
+    "checks/create",
+    "checks/list-for-ref",
 )
 OUTPUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "github" / "openapi-subset.json"
 
