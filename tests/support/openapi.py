@@ -98,3 +98,16 @@ def validate_response(method: str, url_path: str, status: int, body: Any) -> Non
         assert body in (None, b"", ""), f"{method} {url_path} {status} has no body"
         return
     _validate(content["schema"], body, f"response {status} to {method} {url_path}")
+
+
+def example(method: str, url_path: str, status: int, name: str | None = None) -> Any:
+    """GitHub's own documented example body for a response, validated, for fakes to answer with."""
+    op = operation(method, url_path)
+    content = op["responses"][str(status)]["content"]["application/json"]
+    examples = content["examples"]
+    chosen = examples[name] if name else next(iter(examples.values()))
+    if "$ref" in chosen:
+        chosen = spec()["components"]["examples"][chosen["$ref"].rsplit("/", 1)[-1]]
+    value = json.loads(json.dumps(chosen["value"]))
+    validate_response(method, url_path, status, value)
+    return value

@@ -7,13 +7,18 @@ import json
 import requests
 
 from shared.github.checks import create_check_run_once
+from tests.support import openapi
 from tests.unit.test_github_rest import scripted
 
 SHA = "a" * 40
 
 
+LISTED = openapi.example("GET", f"/repos/o/r/commits/{SHA}/check-runs", 200)["check_runs"][0]
+
+
 def run(external_id: str, run_id: int = 5) -> dict:
-    return {"id": run_id, "name": "agent-ops/test", "external_id": external_id, "head_sha": SHA}
+    """GitHub's documented check run, as ours: our name, our external id."""
+    return {**LISTED, "id": run_id, "name": "agent-ops/test", "external_id": external_id, "head_sha": SHA}
 
 
 def test_existing_run_is_reused_not_duplicated():

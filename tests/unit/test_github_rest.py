@@ -20,6 +20,11 @@ from tests.support import openapi
 from tests.support.replay import make_response, session
 
 API = "https://api.github.com"
+# Fakes answer with GitHub's own documented examples, so they cannot teach the client wrong habits.
+LABELS = openapi.example("GET", "/repos/o/r/labels", 200)
+ISSUES = openapi.example("GET", "/repos/o/r/issues", 200)
+COMMENT = openapi.example("POST", "/repos/o/r/issues/1/comments", 201)
+REF = openapi.example("POST", "/repos/o/r/git/refs", 201)
 
 
 def client_for(scenario: str, **kwargs):
@@ -116,6 +121,8 @@ class Scripted(requests.adapters.BaseAdapter):
         if isinstance(step, Exception):
             raise step
         status, headers, body = step
+        if 200 <= status < 300:  # a fake must not answer what GitHub cannot
+            openapi.validate_response(request.method, path, status, body)
         return make_response(request, status, {"Content-Type": "application/json", **headers}, body)
 
     def close(self):
@@ -138,9 +145,9 @@ LIMIT = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit
 def test_primary_limit_exhausted_waits_until_reset_then_succeeds():
     client, adapter, slept = scripted([
         (403, LIMIT, {"message": "API rate limit exceeded"}),
-        (200, {**LIMIT, "X-RateLimit-Remaining": "4999", "X-RateLimit-Reset": "1003600"}, {"ok": 1}),
+        (200, {**LIMIT, "X-RateLimit-Remaining": "4999", "X-RateLimit-Reset": "1003600"}, LABELS),
     ])
-    assert client.request("GET", "/repos/o/r") == {"ok": 1}
+    assert client.request("GET", "/repos/o/r/labels") == LABELS
     assert slept == [30.0]
     assert client.budget == 4999
 
@@ -157,24 +164,24 @@ def test_primary_limit_far_away_defers_instead_of_sleeping():
 def test_secondary_limit_honours_retry_after():
     client, adapter, slept = scripted([
         (403, {"Retry-After": "7"}, {"message": "You have exceeded a secondary rate limit"}),
-        (200, {}, {"ok": 1}),
+        (200, {}, LABELS),
     ])
-    assert client.request("GET", "/repos/o/r") == {"ok": 1}
+    assert client.request("GET", "/repos/o/r/labels") == LABELS
     assert slept == [7.0]
 
 
 def test_secondary_limit_without_retry_after_waits_a_minute():
     client, adapter, slept = scripted([
         (403, {}, {"message": "You have exceeded a secondary rate limit. Please wait"}),
-        (200, {}, {}),
+        (200, {}, LABELS),
     ])
-    client.request("GET", "/repos/o/r")
+    client.request("GET", "/repos/o/r/labels")
     assert slept == [60.0]
 
 
 def test_server_error_storm_is_retried_for_a_get():
-    client, adapter, slept = scripted([(502, {}, ""), (503, {}, ""), (500, {}, ""), (200, {}, [1])])
-    assert client.request("GET", "/repos/o/r/issues") == [1]
+    client, adapter, slept = scripted([(502, {}, ""), (503, {}, ""), (500, {}, ""), (200, {}, ISSUES)])
+    assert client.request("GET", "/repos/o/r/issues") == ISSUES
     assert len(adapter.sent) == 4
     assert slept == [1, 2, 4]
 
@@ -187,7 +194,7 @@ def test_server_error_storm_gives_up_with_a_retryable_error():
 
 
 def test_lost_response_to_a_comment_post_is_not_retried():
-    client, adapter, _ = scripted([requests.ConnectionError("reset by peer"), (201, {}, {"id": 2})])
+    client, adapter, _ = scripted([requests.ConnectionError("reset by peer"), (201, {}, COMMENT)])
     with pytest.raises(ServerError):
         client.request("POST", "/repos/o/r/issues/1/comments", json_body={"body": "hi"})
     assert len(adapter.sent) == 1  # one comment at most
@@ -197,10 +204,10 @@ def test_5xx_on_a_post_is_not_retried_unless_idempotent_by_construction():
     client, adapter, _ = scripted([(502, {}, "")])
     with pytest.raises(ServerError):
         client.request("POST", "/repos/o/r/issues/1/comments", json_body={"body": "hi"})
-    client, adapter, _ = scripted([(502, {}, ""), (201, {}, {"ref": "refs/heads/agent/1"})])
+    client, adapter, _ = scripted([(502, {}, ""), (201, {}, REF)])
     created = client.request("POST", "/repos/o/r/git/refs", idempotent=True,
-                             json_body={"ref": "refs/heads/agent/1", "sha": "a" * 40})
-    assert created["ref"] == "refs/heads/agent/1"
+                             json_body={"ref": REF["ref"], "sha": "a" * 40})
+    assert created == REF
 
 
 def test_second_identical_get_is_conditional_and_a_304_returns_the_cached_body():
@@ -208,16 +215,16 @@ def test_second_identical_get_is_conditional_and_a_304_returns_the_cached_body()
 
     cache = MemoryConditionalCache()
     client, adapter, _ = scripted([
-        (200, {"ETag": '"v1"', "Last-Modified": "Tue, 24 Nov 2026 08:00:00 GMT"}, {"name": "r"}),
+        (200, {"ETag": '"v1"', "Last-Modified": "Tue, 24 Nov 2026 08:00:00 GMT"}, LABELS),
         (304, {"ETag": '"v1"'}, ""),
     ], cache=cache, cache_scope="installation/7")
-    assert client.request("GET", "/repos/o/r") == {"name": "r"}
-    assert client.request("GET", "/repos/o/r") == {"name": "r"}
+    assert client.request("GET", "/repos/o/r/labels") == LABELS
+    assert client.request("GET", "/repos/o/r/labels") == LABELS
     assert "If-None-Match" not in adapter.sent[0].headers
     assert adapter.sent[1].headers["If-None-Match"] == '"v1"'
     assert adapter.sent[1].headers["If-Modified-Since"] == "Tue, 24 Nov 2026 08:00:00 GMT"
     assert (client.stats.conditional, client.stats.not_modified, client.stats.hit_ratio) == (1, 1, 1.0)
-    assert list(cache.entries) == [("installation/7", f"{API}/repos/o/r")]
+    assert list(cache.entries) == [("installation/7", f"{API}/repos/o/r/labels")]
 
 
 READ_CASES = [
@@ -263,7 +270,7 @@ class RecordingAudit:
 def test_every_write_is_audited_with_agent_task_and_result_and_reads_are_not():
     audit = RecordingAudit()
     client, adapter, _ = scripted(
-        [(200, {}, []), (201, {}, {"id": 1}), (422, {}, {"message": "Validation Failed"})],
+        [(200, {}, []), (201, {}, COMMENT), (422, {}, {"message": "Validation Failed"})],
         audit=audit, actor="code", reason="implement_issue-abc",
     )
     client.request("GET", "/repos/o/r/labels")
@@ -279,7 +286,7 @@ def test_every_write_is_audited_with_agent_task_and_result_and_reads_are_not():
 
 def test_writes_are_serialised_a_second_apart():
     now = [1000.0]
-    adapter = Scripted([(201, {}, {}), (201, {}, {}), (201, {}, {})])
+    adapter = Scripted([(201, {}, COMMENT), (201, {}, COMMENT), (201, {}, COMMENT)])
     http = requests.Session()
     http.mount(API, adapter)
     slept = []
