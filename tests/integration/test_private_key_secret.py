@@ -53,3 +53,19 @@ def test_malformed_key_in_the_secret_names_the_secret_and_hides_the_value(secret
         services(secret_manager).github_app().jwt()
     assert f"secret {topology.PRIVATE_KEY_SECRET}" in str(caught.value)
     assert "SENSITIVE" not in str(caught.value)
+
+
+def test_a_pinned_version_is_read_even_when_newer_ones_exist(secret_manager):
+    from shared.gcp import SecretManagerSource
+
+    state = secret_manager.state
+    state.add_version(topology.WEBHOOK_SECRET, b"pinned")
+    state.add_version(topology.WEBHOOK_SECRET, b"newer")
+    pinned = SecretManagerSource("p", client_factory=secret_manager.client, webhook_secret_version="1")
+    assert list(pinned.webhook_secrets()) == [b"pinned"]  # version 1 has no predecessor
+    latest = SecretManagerSource("p", client_factory=secret_manager.client)
+    assert list(latest.webhook_secrets()) == [b"newer", b"pinned"]
+    state.set_state(topology.WEBHOOK_SECRET, 1, "DESTROYED")
+    fresh = SecretManagerSource("p", client_factory=secret_manager.client, webhook_secret_version="1")
+    with pytest.raises(SecretUnavailable):
+        fresh.webhook_secrets()
