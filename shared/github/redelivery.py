@@ -83,12 +83,18 @@ class Report:
     failed: dict[str, str] = field(default_factory=dict)
     skipped: Mapping[str, str] = field(default_factory=dict)
     dry_run: bool = False
+    deferred: int = 0  # over this sweep's cap: the next sweep takes them
 
 
 def sweep(client: Any, published: Callable[[str], bool], now: datetime,
           since: timedelta = REDELIVERY_WINDOW, dry_run: bool = False, max_pages: int = 50,
-          progress: Callable[[int, int], None] | None = None) -> Report:
-    """List, decide, redeliver. `client` is a RestClient authenticated as the App (JWT)."""
+          progress: Callable[[int, int], None] | None = None,
+          max_redeliveries: int = 40) -> Report:
+    """List, decide, redeliver. `client` is a RestClient authenticated as the App (JWT).
+
+    Writes are spaced a second apart, so a sweep redelivers at most `max_redeliveries` to finish
+    well inside the orchestrator's ack deadline; the oldest go first and the rest wait a sweep.
+    """
     from shared.github.rest import GitHubError
 
     cutoff = now - min(since, REDELIVERY_WINDOW)
@@ -99,8 +105,10 @@ def sweep(client: Any, published: Callable[[str], bool], now: datetime,
             break  # newest first: the rest is older still
         attempts.append(attempt)
     decision = decide(attempts, published, now, since)
-    report = Report(listed=len(attempts), skipped=decision.skipped, dry_run=dry_run)
-    for done, attempt in enumerate(decision.redeliver, 1):
+    chosen = decision.redeliver[:max_redeliveries]
+    report = Report(listed=len(attempts), skipped=decision.skipped, dry_run=dry_run,
+                    deferred=len(decision.redeliver) - len(chosen))
+    for done, attempt in enumerate(chosen, 1):
         if not dry_run:
             try:
                 client.request("POST", f"/app/hook/deliveries/{attempt.id}/attempts")
@@ -109,7 +117,7 @@ def sweep(client: Any, published: Callable[[str], bool], now: datetime,
                 continue
         report.redelivered.append(attempt.guid)
         if progress:
-            progress(done, len(decision.redeliver))
+            progress(done, len(chosen))
     return report
 
 
@@ -124,7 +132,8 @@ def guids_published(ledger: Any) -> Callable[[str], bool]:
 def summarize(report: Report) -> Sequence[str]:
     verb = "would redeliver" if report.dry_run else "redelivered"
     lines = [f"listed {report.listed} delivery attempts; {verb} {len(report.redelivered)}; "
-             f"failed {len(report.failed)}; left alone {len(report.skipped)}"]
+             f"failed {len(report.failed)}; left alone {len(report.skipped)}; "
+             f"deferred to the next sweep {report.deferred}"]
     lines += [f"  {verb}: {guid}" for guid in report.redelivered]
     lines += [f"  failed: {guid}: {why}" for guid, why in report.failed.items()]
     return lines

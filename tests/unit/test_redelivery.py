@@ -153,3 +153,11 @@ def test_published_check_reads_the_deliveries_ledger():
 
     published = redelivery.guids_published(Ledger())
     assert (published("a"), published("b"), published("c")) == (True, False, False)
+
+
+def test_a_sweep_is_capped_oldest_first_and_the_rest_deferred():
+    fake = FakeAppHook(DELIVERIES)
+    report = redelivery.sweep(client_for(fake), published=lambda guid: False, now=NOW, max_redeliveries=2)
+    assert fake.redelivered == [6, 4]  # the two failing guids waiting longest
+    assert report.deferred == 2
+    assert "deferred to the next sweep 2" in redelivery.summarize(report)[0]
