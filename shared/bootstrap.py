@@ -123,20 +123,24 @@ class Services:
                          self.private_key_pem, key_setting=setting,
                          cache=FirestoreConditionalCache(self.firestore()))
 
-    def redelivery_sweep(self, dry_run: bool = False, since_hours: float = 72.0,
-                         progress: Any = None) -> str:
-        """Redeliver what GitHub failed to deliver; returns a one-line summary."""
+    def redelivery_report(self, dry_run: bool = False, since_hours: float = 72.0,
+                          progress: Any = None) -> Any:
+        """Redeliver what GitHub failed to deliver; returns the sweep's Report."""
         from datetime import datetime, timezone
 
         from shared.github import redelivery
 
-        report = redelivery.sweep(
+        return redelivery.sweep(
             self.github_app().app_client(), redelivery.guids_published(self.ledger()),
             datetime.now(timezone.utc), timedelta(hours=since_hours),
             dry_run=dry_run or self.config.dry_run, progress=progress,
         )
-        self.last_redelivery_report = report
-        return redelivery.summarize(report)[0]
+
+    def redelivery_sweep(self) -> str:
+        """The orchestrator's redelivery_sweep job: sweep, and summarise in one line."""
+        from shared.github.redelivery import summarize
+
+        return summarize(self.redelivery_report())[0]
 
     @_once
     def webhook(self) -> Any:

@@ -67,13 +67,13 @@ def _redeliver(args: argparse.Namespace) -> int:
     services = Services(Config.from_env())
     if args.since > 72:
         print("agentops: GitHub keeps deliveries for 3 days; looking back 72h", file=sys.stderr)
-    services.redelivery_sweep(dry_run=args.dry_run, since_hours=min(args.since, 72.0),
-                              progress=progress_bar)
     from shared.github.redelivery import summarize
 
-    for line in summarize(services.last_redelivery_report):
+    report = services.redelivery_report(dry_run=args.dry_run, since_hours=min(args.since, 72.0),
+                                        progress=progress_bar)
+    for line in summarize(report):
         print(line)
-    return 1 if services.last_redelivery_report.failed else 0
+    return 1 if report.failed else 0
 
 
 def _field_filter(field: str, op: str, value: str) -> object:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from shared import topology
 from shared.errors import ConfigError
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
@@ -78,8 +79,8 @@ class Config:
     webhook_secret: str = field(default="", repr=False)
     webhook_secret_previous: str = field(default="", repr=False)
     private_key: str = field(default="", repr=False)
-    webhook_secret_id: str = "github-webhook-secret"
-    private_key_secret_id: str = "github-app-private-key"
+    webhook_secret_id: str = topology.WEBHOOK_SECRET
+    private_key_secret_id: str = topology.PRIVATE_KEY_SECRET
     webhook_secret_version: str = "latest"
     secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
     publish_timeout_seconds: float = DEFAULT_PUBLISH_TIMEOUT_SECONDS
@@ -123,10 +124,10 @@ class Config:
             webhook_secret_previous=env.get("GITHUB_WEBHOOK_SECRET_PREVIOUS", ""),
             private_key=_pem(env, "GITHUB_PRIVATE_KEY"),
             webhook_secret_id=env.get("AGENTOPS_WEBHOOK_SECRET_ID", "").strip()
-            or "github-webhook-secret",
+            or topology.WEBHOOK_SECRET,
             webhook_secret_version=_secret_version(env, "AGENTOPS_WEBHOOK_SECRET_VERSION"),
             private_key_secret_id=env.get("AGENTOPS_PRIVATE_KEY_SECRET_ID", "").strip()
-            or "github-app-private-key",
+            or topology.PRIVATE_KEY_SECRET,
             secret_cache_seconds=_float(
                 env, "AGENTOPS_SECRET_CACHE_SECONDS", DEFAULT_SECRET_CACHE_SECONDS
             ),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shared import topology
 from shared.errors import RetryableError, SecretUnavailable
 
 
@@ -85,7 +86,7 @@ class SecretManagerSource:
         client_factory: Callable[[], Any] | None = None,
         cache_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
-        webhook_secret_id: str = "github-webhook-secret",
+        webhook_secret_id: str = topology.WEBHOOK_SECRET,
         webhook_secret_version: str = "latest",
     ) -> None:
         self._project = project
