@@ -44,6 +44,19 @@ OPERATIONS = (
     "git/list-matching-refs",
     "checks/create",
     "checks/list-for-ref",
+    "checks/get",
+    "checks/update",
+    "repos/get-collaborator-permission-level",
+    "reactions/create-for-issue-comment",
+    "reactions/create-for-issue",
+    "pulls/get",
+    "pulls/list",
+    "pulls/list-reviews",
+    "teams/get-membership-for-user-in-org",
+    "issues/get",
+    "issues/list-comments",
+    "issues/update-comment",
+    "issues/remove-label",
 )
 OUTPUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "github" / "openapi-subset.json"
 

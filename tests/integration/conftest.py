@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from shared import bootstrap, topology
 from shared.config import Config
 from shared.local.provision import PubSubAdmin, provision
+
+if TYPE_CHECKING:
+    from tests.support.fake_github import FakeGitHub
 
 
 @pytest.fixture
@@ -48,3 +52,17 @@ def function_client(main_module):
         return app.test_client()
 
     return client
+
+
+@pytest.fixture
+def github(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
+    """A fake GitHub held to GitHub's description, with `env` pointing the App at it.
+
+    Request it before `config` and `services` (`def test_x(github, services)`): pytest sets up
+    fixtures in the order a test names them, and `config` reads `env` when it is set up. The test
+    fails at teardown if the fake saw a request GitHub would reject.
+    """
+    from tests.support.fake_github import running_fake
+
+    with running_fake(env, monkeypatch) as fake:
+        yield fake
