@@ -69,9 +69,26 @@ class Services:
 
     @_once
     def tasks(self) -> Any:
-        from shared.firestore_store import FirestoreTaskStore
+        from shared.task_store import FirestoreTasks
 
-        return FirestoreTaskStore(self.firestore())
+        return FirestoreTasks(self.firestore())
+
+    def github_configured(self) -> bool:
+        return bool(self.config.github_app_id)
+
+    def github_or_none(self) -> Any:
+        """The GitHub App where it is configured; without it, agents act on Firestore only."""
+        return self.github_app() if self.github_configured() else None
+
+    @_once
+    def orchestrator(self) -> Any:
+        from functions.orchestrator.handler import Limits, Orchestrator
+
+        return Orchestrator(self.ledger, self.tasks, self.publisher, self.audit,
+                            internal_jobs={"redelivery_sweep": self.redelivery_sweep},
+                            installations=self.installations, github=self.github_or_none,
+                            limits=Limits(self.config.global_daily_tasks, self.config.global_daily_cost),
+                            dry_run=self.config.dry_run)
 
     @_once
     def installations(self) -> Any:
@@ -153,7 +170,7 @@ class Services:
 
     @_once
     def _consumers(self) -> dict[str, Any]:
-        from functions.orchestrator.handler import MESSAGE_TYPES, Orchestrator
+        from functions.orchestrator.handler import MESSAGE_TYPES
         from functions.placeholder_agent import PlaceholderAgent
         from shared.runtime import Consumer
 
@@ -164,9 +181,7 @@ class Services:
             topology.ORCHESTRATOR_FUNCTION: consumer(
                 topology.ORCHESTRATOR_FUNCTION,
                 MESSAGE_TYPES,
-                Orchestrator(self.ledger, self.tasks, self.publisher, self.audit,
-                             internal_jobs={"redelivery_sweep": self.redelivery_sweep},
-                             installations=self.installations),
+                self.orchestrator(),
             )
         }
         for agent in topology.AGENTS:

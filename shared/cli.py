@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from shared.errors import ConfigError
 
@@ -22,24 +23,96 @@ def _local_up(args: argparse.Namespace) -> int:
     ))
 
 
-def _tasks(args: argparse.Namespace) -> int:
+def _services() -> Any:
     from shared.bootstrap import Services
     from shared.config import Config
 
-    services = Services(Config.from_env())
-    query = services.firestore().collection("tasks")
-    if args.status:
-        query = query.where(filter=_field_filter("status", "==", args.status))
-    rows = [doc.to_dict() for doc in query.limit(args.limit).stream()]
+    return Services(Config.from_env())
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain fixed-width table: each column as wide as its widest cell."""
+    cells = [[str(h) for h in headers]] + [["-" if v in (None, "") else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+    return "\n".join(lines)
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else ""
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    services = _services()
+    rows = services.tasks().query(repository=args.repo, status=args.state, limit=args.limit)
     rows.sort(key=lambda row: row.get("updated_at") or row.get("created_at"), reverse=True)
     if not rows:
         print("no tasks")
         return 0
-    print(f"{'task':<40} {'agent':<12} {'status':<18} {'repository':<30} subject")
-    for row in rows:
-        print(f"{row.get('task_id', ''):<40} {row.get('agent', ''):<12} {row.get('status', ''):<18} "
-              f"{row.get('repository', '') or '-':<30} {row.get('subject', '')}")
+    print(table(["task", "agent", "status", "attempt", "repository", "subject", "waiting on", "updated"],
+                [[r.get("task_id"), r.get("agent"), r.get("status"), r.get("attempt"), r.get("repository"),
+                  r.get("subject"), str(r.get("waiting_on") or "")[:60], _when(r.get("updated_at"))]
+                 for r in rows]))
     return 0
+
+
+def _agents(args: argparse.Namespace) -> int:
+    from shared import topology
+
+    services = _services()
+    control = services.tasks().control()
+    rows = []
+    for agent in ("orchestrator", *(a.name for a in topology.AGENTS)):
+        doc = services.tasks().agent(agent)
+        state = "paused" if control.get("paused") or agent in (control.get("agents_paused") or {}) else (
+            doc.get("state") or "idle")
+        average = doc.get("average_duration_seconds")
+        rows.append([agent, state, _when(doc.get("last_heartbeat")), doc.get("current_task"),
+                     doc.get("done") or 0, doc.get("failed") or 0,
+                     f"{average:.1f}s" if isinstance(average, int | float) else ""])
+    if control.get("paused"):
+        print(f"ALL AGENTS PAUSED by {control.get('paused_by') or '?'}: {control.get('pause_reason') or ''}")
+    print(table(["agent", "state", "last heartbeat", "current task", "done", "failed", "avg duration"], rows))
+    return 0
+
+
+def _pause_scope(args: argparse.Namespace) -> str:
+    if args.all:
+        return "global"
+    if args.agent:
+        return f"agent:{args.agent}"
+    return f"repo:{args.repo}"
+
+
+def _pause(args: argparse.Namespace, paused: bool) -> int:
+    import getpass
+    from datetime import datetime, timezone
+
+    services = _services()
+    scope = _pause_scope(args)
+    by = f"operator {getpass.getuser()}"
+    changed = services.tasks().set_pause(scope, paused, by, args.reason or "", datetime.now(timezone.utc))
+    services.audit().record(
+        key=f"cli:{'pause' if paused else 'resume'}:{scope}:{datetime.now(timezone.utc).isoformat()}",
+        actor=by, action="pause" if paused else "resume", subject=scope,
+        outcome="changed" if changed else "unchanged", reason=args.reason or "",
+        repository=args.repo or "")
+    what = {"global": "all agents"}.get(scope, scope.replace(":", " "))
+    if not changed:
+        print(f"{what}: already {'paused' if paused else 'running'}")
+        return 0
+    print(f"{what}: {'paused; nothing is dispatched until resumed' if paused else 'resumed'}")
+    if not paused:
+        woken = services.orchestrator().wake_waiting(args.repo)
+        print(f"{woken} waiting task(s) dispatched")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from shared.audit import verify_command
+
+    services = _services()
+    return verify_command(services.firestore(), args.chain or None, progress=progress_bar)
 
 
 def _duration_hours(text: str) -> float:
@@ -61,10 +134,7 @@ def progress_bar(done: int, total: int, width: int = 30) -> None:
 
 
 def _redeliver(args: argparse.Namespace) -> int:
-    from shared.bootstrap import Services
-    from shared.config import Config
-
-    services = Services(Config.from_env())
+    services = _services()
     if args.since > 72:
         print("agentops: GitHub keeps deliveries for 3 days; looking back 72h", file=sys.stderr)
     from shared.github.redelivery import summarize
@@ -76,10 +146,10 @@ def _redeliver(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _field_filter(field: str, op: str, value: str) -> object:
-    from google.cloud.firestore_v1.base_query import FieldFilter
+def _agent_list() -> tuple[Any, ...]:
+    from shared import topology
 
-    return FieldFilter(field, op, value)
+    return topology.AGENTS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,12 +175,45 @@ def parser() -> argparse.ArgumentParser:
 
     tasks = verbs.add_parser(
         "tasks", help="list tasks from Firestore",
-        description="List task documents (newest first). Reads GOOGLE_CLOUD_PROJECT and, "
-        "locally, FIRESTORE_EMULATOR_HOST.",
+        description="List task documents (newest first) with what each waits on. Reads "
+        "GOOGLE_CLOUD_PROJECT and, locally, FIRESTORE_EMULATOR_HOST.",
     )
-    tasks.add_argument("--status", help="only tasks in this status, for example queued")
+    tasks.add_argument("--repo", help="only tasks of this repository (owner/name)")
+    tasks.add_argument("--state", "--status", dest="state",
+                       choices=["queued", "dispatched", "running", "waiting_approval", "succeeded", "failed",
+                                "cancelled", "blocked"], help="only tasks in this state")
     tasks.add_argument("--limit", type=int, default=50)
     tasks.set_defaults(run=_tasks)
+
+    agents = verbs.add_parser(
+        "agents", help="show each agent's state, heartbeat, current task and counters",
+        description="One row per agent from the agents collection, and the kill switch's state.",
+    )
+    agents.set_defaults(run=_agents)
+
+    for verb, paused in (("pause", True), ("resume", False)):
+        command = verbs.add_parser(
+            verb, help=f"{verb} dispatch: every agent (--all), one agent or one repository",
+            description=("Stop dispatching new work. --all is the kill switch: the next message "
+                         "dispatches nothing. Running tasks finish; waiting ones stay queued.")
+            if paused else "Dispatch again, and dispatch the tasks that were waiting.",
+        )
+        scope = command.add_mutually_exclusive_group(required=True)
+        scope.add_argument("--all", action="store_true", help="every agent (the global kill switch)")
+        scope.add_argument("--agent", choices=[a.name for a in _agent_list()], help="one agent")
+        scope.add_argument("--repo", help="one repository (owner/name)")
+        command.add_argument("--reason", default="", help="why, shown to whoever looks")
+        command.set_defaults(run=lambda args, paused=paused: _pause(args, paused))
+
+    audit = verbs.add_parser("audit", help="the audit trail")
+    audit_verbs = audit.add_subparsers(dest="audit_verb", required=True, metavar="COMMAND")
+    verify = audit_verbs.add_parser(
+        "verify", help="check the hash chains of the audit trail",
+        description="Recompute every audit record's hash and check each chain's links, sequence and "
+        "head. Exits 1 when a record was edited, deleted or the chain truncated.",
+    )
+    verify.add_argument("--chain", action="append", help="one chain: a repository or 'system' (repeatable)")
+    verify.set_defaults(run=_audit_verify)
 
     redeliver = verbs.add_parser(
         "redeliver", help="redeliver webhook deliveries GitHub failed to deliver",

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from shared import topology
 from shared.errors import ConfigError
@@ -68,6 +69,15 @@ def _secret_version(env: Mapping[str, str], name: str) -> str:
     return raw
 
 
+N = TypeVar("N", int, float)
+
+
+def _non_negative(value: N, name: str) -> N:
+    if value < 0:
+        raise ConfigError(f"{name} must be zero (no limit) or positive, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     project: str
@@ -89,6 +99,9 @@ class Config:
     watched_repos: tuple[str, ...] = ()
     dry_run: bool = False
     log_level: str = "INFO"
+    # Budgets across every repository per UTC day; 0 means no global limit.
+    global_daily_tasks: int = 0
+    global_daily_cost: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -141,6 +154,10 @@ class Config:
             watched_repos=repos,
             dry_run=_bool(env, "AGENTOPS_DRY_RUN"),
             log_level=log_level,
+            global_daily_tasks=_non_negative(_int(env, "AGENTOPS_GLOBAL_DAILY_TASKS", 0),
+                                             "AGENTOPS_GLOBAL_DAILY_TASKS"),
+            global_daily_cost=_non_negative(_float(env, "AGENTOPS_GLOBAL_DAILY_COST", 0.0),
+                                            "AGENTOPS_GLOBAL_DAILY_COST"),
         )
 
     def with_overrides(self, **changes: object) -> Config:

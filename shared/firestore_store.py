@@ -11,24 +11,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from shared.audit import FirestoreAuditLog as FirestoreAuditLog  # re-exported: it lives by its checks
 from shared.errors import RetryableError
-from shared.ports import TERMINAL_STATES, Claim, DeliveryRecord, Dispatch, TaskSpec
+from shared.ports import Claim, DeliveryRecord
 
 DELIVERIES = "deliveries"
 TASKS = "tasks"
 AUDIT = "audit"
 
 CLAIM_LEASE = timedelta(seconds=30)  # longer than any publish may take (GitHub waits 10 s)
-DISPATCH_LEASE = timedelta(seconds=60)
 
-RESULT_TO_STATE = {
-    "running": "running",
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "waiting_approval": "waiting_approval",
-    "blocked": "blocked",
-    "not_implemented": "blocked",
-}
 
 
 def _google_errors() -> tuple[type[BaseException], ...]:
@@ -153,132 +145,6 @@ class FirestoreDeliveryLedger(_Firestore):
             return self._doc(key).get().to_dict()
         except _google_errors() as exc:
             raise RetryableError(f"read delivery {key}: {exc}") from exc
-
-
-class FirestoreTaskStore(_Firestore):
-    def _doc(self, task_id: str) -> Any:
-        return self._client.collection(TASKS).document(task_id)
-
-    def begin_dispatch(self, spec: TaskSpec, now: datetime) -> tuple[Dispatch, int]:
-        return self._transaction(self._begin_dispatch, spec, now)
-
-    def _begin_dispatch(self, transaction: Any, spec: TaskSpec, now: datetime) -> tuple[Dispatch, int]:
-        ref = self._doc(spec.task_id)
-        snapshot = ref.get(transaction=transaction)
-        if not snapshot.exists:
-            transaction.create(ref, {
-                "task_id": spec.task_id,
-                "kind": spec.kind,
-                "agent": spec.agent,
-                "repository": spec.repository,
-                "installation_id": spec.installation_id,
-                "subject": spec.subject,
-                "source": spec.source,
-                "inputs": dict(spec.inputs),
-                "status": "queued",
-                "attempt": 1,
-                "depends_on": [],
-                "created_at": now,
-                "updated_at": now,
-                "dispatch_lease_until": now + DISPATCH_LEASE,
-                "history": [{"at": now, "from": "", "to": "queued", "reason": f"from {spec.source}"}],
-            })
-            return Dispatch.DISPATCH, 1
-        data = snapshot.to_dict()
-        attempt = int(data.get("attempt", 1))
-        if data.get("status") != "queued":
-            return Dispatch.ALREADY, attempt
-        lease = data.get("dispatch_lease_until")
-        if lease and lease > now:
-            return Dispatch.BUSY, attempt
-        transaction.update(ref, {"dispatch_lease_until": now + DISPATCH_LEASE, "updated_at": now})
-        return Dispatch.DISPATCH, attempt
-
-    def finish_dispatch(self, task_id: str, message_id: str, now: datetime) -> None:
-        self._transaction(self._transition, task_id, "queued", "dispatched", now,
-                          f"published as message {message_id}", {"message_id": message_id})
-
-    def abandon_dispatch(self, task_id: str, reason: str, now: datetime) -> None:
-        try:
-            self._doc(task_id).update({"dispatch_lease_until": None, "last_error": reason[:500],
-                                       "updated_at": now})
-        except _google_errors() as exc:
-            raise RetryableError(f"release dispatch lease of {task_id}: {exc}") from exc
-
-    def _transition(
-        self, transaction: Any, task_id: str, expected: str, target: str, now: datetime,
-        reason: str, extra: dict[str, Any],
-    ) -> bool:
-        ref = self._doc(task_id)
-        data = ref.get(transaction=transaction).to_dict()
-        if not data or data.get("status") != expected:
-            return False
-        history = list(data.get("history") or [])
-        history.append({"at": now, "from": expected, "to": target, "reason": reason})
-        transaction.update(ref, {"status": target, "updated_at": now, "history": history,
-                                 "dispatch_lease_until": None, **extra})
-        return True
-
-    def record_result(
-        self, task_id: str, agent: str, attempt: int, status: str, summary: str, now: datetime
-    ) -> bool:
-        return self._transaction(self._record_result, task_id, agent, attempt, status, summary, now)
-
-    def _record_result(
-        self, transaction: Any, task_id: str, agent: str, attempt: int, status: str, summary: str,
-        now: datetime,
-    ) -> bool:
-        ref = self._doc(task_id)
-        data = ref.get(transaction=transaction).to_dict()
-        if not data or data.get("agent") != agent or int(data.get("attempt", 1)) != attempt:
-            return False
-        current = data.get("status")
-        target = RESULT_TO_STATE[status]
-        if current in TERMINAL_STATES or current == target:
-            return False
-        history = list(data.get("history") or [])
-        history.append({"at": now, "from": current, "to": target, "reason": summary[:500]})
-        transaction.update(ref, {
-            "status": target,
-            "updated_at": now,
-            "history": history,
-            "result": {"status": status, "summary": summary[:2000], "at": now},
-            "dispatch_lease_until": None,
-        })
-        return True
-
-    def get(self, task_id: str) -> dict[str, Any] | None:
-        try:
-            return self._doc(task_id).get().to_dict()
-        except _google_errors() as exc:
-            raise RetryableError(f"read task {task_id}: {exc}") from exc
-
-
-class FirestoreAuditLog:
-    def __init__(self, client: Any, retention: timedelta = timedelta(days=400)) -> None:
-        self._client = client
-        self._retention = retention
-
-    def record(self, key: str, actor: str, action: str, subject: str, outcome: str, **facts: Any) -> None:
-        from google.api_core.exceptions import AlreadyExists
-
-        now = datetime.now(timezone.utc)
-        doc_id = hashlib.sha256(key.encode()).hexdigest()[:32]
-        try:
-            self._client.collection(AUDIT).document(doc_id).create({
-                "key": key,
-                "at": now,
-                "expire_at": now + self._retention,
-                "actor": actor,
-                "action": action,
-                "subject": subject,
-                "outcome": outcome,
-                "facts": facts,
-            })
-        except AlreadyExists:
-            return  # the same action was audited by an earlier delivery of the same message
-        except _google_errors() as exc:
-            raise RetryableError(f"audit {action} on {subject}: {exc}") from exc
 
 
 HTTP_CACHE = "http_cache"

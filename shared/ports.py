@@ -65,7 +65,6 @@ class DeliveryLedger(Protocol):
     def get(self, key: str) -> dict[str, Any] | None: ...
 
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "blocked"})
 
 
 @dataclass(frozen=True)
@@ -89,19 +88,18 @@ class Dispatch(Enum):
 
 
 class TaskStore(Protocol):
-    """The `tasks` collection."""
+    """The `tasks` collection with what gates it (`shared.task_store.FirestoreTasks`)."""
 
-    def begin_dispatch(self, spec: TaskSpec, now: datetime) -> tuple[Dispatch, int]:
-        """Create the task if new and take its dispatch lease. Returns (outcome, attempt)."""
+    def begin_dispatch(self, spec: TaskSpec, policy: Any, now: datetime) -> Any:
+        """Create the task if new and decide, in one transaction, whether it goes now."""
 
     def finish_dispatch(self, task_id: str, message_id: str, now: datetime) -> None: ...
 
     def abandon_dispatch(self, task_id: str, reason: str, now: datetime) -> None: ...
 
-    def record_result(
-        self, task_id: str, agent: str, attempt: int, status: str, summary: str, now: datetime
-    ) -> bool:
-        """Apply an agent's result. False when it was already applied or is stale."""
+    def record_result(self, task_id: str, agent: str, attempt: int, status: str, summary: str,
+                      now: datetime, details: Mapping[str, Any] | None = None) -> Any:
+        """Apply an agent's result; `.applied` is False when it was already applied or is stale."""
 
     def get(self, task_id: str) -> dict[str, Any] | None: ...
 
@@ -109,3 +107,6 @@ class TaskStore(Protocol):
 class AuditLog(Protocol):
     def record(self, key: str, actor: str, action: str, subject: str, outcome: str, **facts: Any) -> None:
         """Write one audit entry keyed by an idempotency key; writing the same key twice is a no-op."""
+
+    def has(self, key: str) -> bool:
+        """Whether an entry with this key exists: the action it records was done."""

@@ -129,6 +129,8 @@ SCHEDULER_JOBS: tuple[SchedulerJob, ...] = (
     SchedulerJob("weekly-report-tick", "weekly_report", "0 9 * * 1"),
     SchedulerJob("monitor-tick", "monitor", "* * * * *"),
     SchedulerJob("redelivery-sweep-tick", "redelivery_sweep", "*/15 * * * *"),
+    # Stalled tasks, waiting tasks whose reason has gone (a new budget day, a finished dependency).
+    SchedulerJob("task-sweep-tick", "task_sweep", "*/5 * * * *"),
 )
 TICK_JOBS: tuple[str, ...] = tuple(job.job for job in SCHEDULER_JOBS)
 

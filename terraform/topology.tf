@@ -178,5 +178,6 @@ locals {
     "weekly-report-tick"    = { job = "weekly_report", schedule = "0 9 * * 1" }
     "monitor-tick"          = { job = "monitor", schedule = "* * * * *" }
     "redelivery-sweep-tick" = { job = "redelivery_sweep", schedule = "*/15 * * * *" }
+    "task-sweep-tick"       = { job = "task_sweep", schedule = "*/5 * * * *" }
   }
 }

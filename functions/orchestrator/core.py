@@ -33,6 +33,7 @@ class EventFacts:
     repository: str
     installation_id: int
     payload: dict[str, Any]
+    task_label: str = AGENT_TASK_LABEL  # the repo's policy may name another label
 
 
 Selector = Callable[[EventFacts], "tuple[str, dict[str, Any]] | None"]
@@ -46,7 +47,7 @@ def _dig(payload: dict[str, Any], *path: str) -> Any:
 
 
 def _labelled_for_agent(facts: EventFacts) -> tuple[str, dict[str, Any]] | None:
-    if _dig(facts.payload, "label", "name") != AGENT_TASK_LABEL:
+    if _dig(facts.payload, "label", "name") != facts.task_label:
         return None
     number = _dig(facts.payload, "issue", "number")
     if not isinstance(number, int) or _dig(facts.payload, "issue", "pull_request"):
@@ -120,6 +121,7 @@ TICK_ROUTES: dict[str, TickRoute] = {
         TickRoute("monitor", "monitor", "probe_production", 1),
         TickRoute("weekly_report", ORCHESTRATOR, "weekly_report", 60),
         TickRoute("redelivery_sweep", ORCHESTRATOR, "redelivery_sweep", 5),
+        TickRoute("task_sweep", ORCHESTRATOR, "task_sweep", 5),
     )
 }
 
@@ -144,6 +146,81 @@ def route_event(facts: EventFacts) -> list[TaskSpec]:
             inputs={**inputs, "event": facts.event, "action": facts.action},
         ))
     return specs
+
+
+@dataclass(frozen=True)
+class Signal:
+    """An event that changes tasks that already exist rather than making new ones."""
+
+    event: str
+    actions: frozenset[str]
+    handler: str
+
+
+CHATOPS = "chatops"
+APPROVAL = "approval"
+HEAD_MOVED = "head_moved"
+WAKE = "wake"
+
+# The second half of the routing table: greppable too, one line per rule.
+SIGNALS: tuple[Signal, ...] = (
+    Signal("issue_comment", frozenset({"created"}), CHATOPS),
+    Signal("pull_request_review", frozenset({"submitted", "dismissed"}), APPROVAL),
+    Signal("pull_request", frozenset({"synchronize"}), HEAD_MOVED),
+    Signal("check_suite", frozenset({"completed"}), WAKE),
+    Signal("check_run", frozenset({"completed"}), WAKE),
+    Signal("workflow_run", frozenset({"completed"}), WAKE),
+    Signal("deployment_status", frozenset({"created"}), WAKE),
+    Signal("status", frozenset({""}), WAKE),
+)
+
+
+def signals_for(facts: EventFacts) -> list[str]:
+    return [s.handler for s in SIGNALS if s.event == facts.event and facts.action in s.actions]
+
+
+def wake_keys(facts: EventFacts) -> list[str]:
+    """The keys an agent names in `waits_for` to be woken by this event.
+
+    `check_suite:<repo>@<sha>`, `check_run:<repo>@<sha>`, `workflow_run:<repo>#<run id>`,
+    `workflow:<repo>@<sha>`, `deployment:<repo>#<deployment id>`, `status:<repo>@<sha>`.
+    """
+    repo, payload = facts.repository, facts.payload
+    keys: list[str] = []
+    if facts.event in ("check_suite", "check_run"):
+        sha = _dig(payload, facts.event, "head_sha")
+        if isinstance(sha, str) and sha:
+            keys.append(f"{facts.event}:{repo}@{sha}")
+    elif facts.event == "workflow_run":
+        run_id, sha = _dig(payload, "workflow_run", "id"), _dig(payload, "workflow_run", "head_sha")
+        if isinstance(run_id, int):
+            keys.append(f"workflow_run:{repo}#{run_id}")
+        if isinstance(sha, str) and sha:
+            keys.append(f"workflow:{repo}@{sha}")
+    elif facts.event == "deployment_status":
+        deployment_id = _dig(payload, "deployment", "id")
+        if isinstance(deployment_id, int):
+            keys.append(f"deployment:{repo}#{deployment_id}")
+    elif facts.event == "status":
+        sha = payload.get("sha")
+        if isinstance(sha, str) and sha:
+            keys.append(f"status:{repo}@{sha}")
+    return keys
+
+
+def wake_summary(facts: EventFacts) -> dict[str, Any]:
+    """What a woken agent is told about the event, small and without the whole payload."""
+    body = facts.payload.get(facts.event) if isinstance(facts.payload.get(facts.event), dict) else {}
+    return {
+        "event": facts.event,
+        "action": facts.action,
+        "delivery_id": facts.delivery_id,
+        "id": body.get("id", 0) if isinstance(body.get("id"), int) else 0,
+        "status": str(body.get("status") or facts.payload.get("state") or ""),
+        "conclusion": str(body.get("conclusion") or ""),
+        "head_sha": str(body.get("head_sha") or facts.payload.get("sha") or ""),
+        "state": str(_dig(facts.payload, "deployment_status", "state") or ""),
+    }
 
 
 def route_tick(job: str, message_id: str, published: datetime) -> list[TaskSpec]:

@@ -1,30 +1,41 @@
-"""The orchestrator's shell: gather facts, call the pure router, apply its decisions.
+"""The orchestrator's shell: gather facts, call the pure decisions, apply them.
 
-Consumes github-events, schedule-ticks, agent-results and cloud-builds. Dispatch is exactly-once
-in effect: the task document is created under a deterministic id and a dispatch lease is taken in
-one transaction, the task is published, and only then marked dispatched. A redelivered message
-finds the task dispatched and does nothing; a publish that failed leaves the task queued, so the
-retry publishes it.
+Consumes github-events, schedule-ticks, agent-results and cloud-builds.
+
+- Events and ticks become tasks (`core.ROUTES`, `core.TICK_ROUTES`); comments, reviews, pushes and
+  CI events act on tasks that exist (`core.SIGNALS`).
+- Dispatch is exactly-once in effect: the task is created under a deterministic id and gated in
+  one transaction (kill switch, pauses, holds, dependencies, approvals, concurrency, budgets), then
+  published, and only then marked dispatched. A redelivered message finds it dispatched.
+- A task that may not go yet stays `queued` with `waiting_on` saying why; it is woken when the
+  reason may have gone (a task finished, a hold or pause lifted, the task sweep every 5 minutes).
+- Every effect on GitHub goes through the executor, keyed, audited and applied once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from functions.orchestrator import core
+from functions.orchestrator import approvals, chatops, core, lifecycle
+from shared import policy as policies
 from shared import topology
 from shared.errors import ConfigError, InvalidInput, PermanentError, RetryableError
+from shared.executor import AddReaction, CreateCheckRun, Executor, PostComment, UpdateCheckRun
 from shared.messages import AgentTask, AgentTaskResult, CloudBuildNotification, GithubEvent, ScheduleTick
-from shared.ports import AuditLog, DeliveryLedger, Dispatch, Publisher, TaskSpec, TaskStore
+from shared.ports import AuditLog, DeliveryLedger, Dispatch, Publisher, TaskSpec
 from shared.runtime import Envelope
+from shared.task_store import DispatchPolicy
 
 log = logging.getLogger("agentops.orchestrator")
 
 NAME = "orchestrator"
+APPROVAL_CHECK = "agent-ops/approval"
 
 MESSAGE_TYPES = {
     topology.GITHUB_EVENTS: GithubEvent,
@@ -34,24 +45,73 @@ MESSAGE_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The installation-wide budgets per UTC day (0: no limit)."""
+
+    global_daily_tasks: int = 0
+    global_daily_cost: float = 0.0
+
+
+@dataclass
+class Turn:
+    """What one message's handling has learned, so it asks GitHub each question once."""
+
+    delivery_id: str = ""
+    policies: dict[str, policies.PolicyLoad] = field(default_factory=dict)
+    roles: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def spec_from_task(task: Mapping[str, Any]) -> TaskSpec:
+    """The spec of a stored task, to dispatch it again (after a wait, an approval or a retry)."""
+    inputs = dict(task.get("inputs") or {})
+    approval = task.get("approval") or {}
+    if approval.get("state") == "granted":
+        inputs["approval"] = {
+            "step": approval.get("step"),
+            "approved_by": list(approval.get("counted") or []),
+            "head_sha": approval.get("head_sha"),
+        }
+    if task.get("depends_on"):
+        inputs["depends_on"] = list(task["depends_on"])
+    return TaskSpec(
+        task_id=str(task["task_id"]),
+        kind=str(task["kind"]),
+        agent=str(task["agent"]),
+        repository=str(task.get("repository") or ""),
+        installation_id=int(task.get("installation_id") or 0),
+        subject=str(task.get("subject") or ""),
+        source=str(task.get("source") or ""),
+        inputs=inputs,
+    )
+
+
 class Orchestrator:
     def __init__(
         self,
         ledger: Callable[[], DeliveryLedger],
-        tasks: Callable[[], TaskStore],
+        tasks: Callable[[], Any],
         publisher: Callable[[], Publisher],
         audit: Callable[[], AuditLog],
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         internal_jobs: Mapping[str, Callable[[], str]] | None = None,
         installations: Callable[[], Any] | None = None,
+        github: Callable[[], Any] | None = None,
+        limits: Limits = Limits(),
+        dry_run: bool = False,
     ) -> None:
         self._installations = installations
-        self._internal_jobs = dict(internal_jobs or {})
+        self._internal_jobs = {"task_sweep": self.sweep, **dict(internal_jobs or {})}
         self._ledger = ledger
         self._tasks = tasks
         self._publisher = publisher
         self._audit = audit
         self._clock = clock
+        self._github = github  # the GitHub App, or None where it is not configured
+        self._limits = limits
+        self._executor = Executor(audit, self._client, actor=NAME, dry_run=dry_run)
+
+    # ---- entry ----------------------------------------------------------------------------
 
     def __call__(self, envelope: Envelope) -> None:
         message = envelope.message
@@ -71,6 +131,7 @@ class Orchestrator:
         if NAME in (seen.get("processed_by") or {}):
             log.info("delivery already processed", extra={"outcome": "duplicate"})
             return
+        turn = Turn(delivery_id=event.delivery_id)
         facts = core.EventFacts(
             event=event.event,
             action=event.action,
@@ -83,11 +144,24 @@ class Orchestrator:
         if change is not None and self._installations is not None:
             # Idempotent: the same event sets the same fields again.
             self._installations().apply(change, event.delivery_id, self._clock())
+        if facts.event == "issues" and facts.action == "labeled" and facts.repository:
+            load = self._policy(facts.repository, facts.installation_id, turn)
+            facts = core.EventFacts(**{**facts.__dict__, "task_label": load.policy.labels["task"]})
         specs = core.route_event(facts)
         for spec in specs:
-            self.dispatch(spec)
+            self.dispatch(spec, turn)
+        for handler in core.signals_for(facts):
+            {
+                core.CHATOPS: self._on_comment,
+                core.APPROVAL: self._on_review,
+                core.HEAD_MOVED: self._on_head_moved,
+                core.WAKE: self._on_wake,
+            }[handler](facts, turn)
         self._ledger().mark_processed(
-            event.delivery_id, NAME, [spec.task_id for spec in specs], self._clock(),
+            event.delivery_id,
+            NAME,
+            [spec.task_id for spec in specs],
+            self._clock(),
             routed=bool(specs),
         )
 
@@ -96,23 +170,79 @@ class Orchestrator:
             raise InvalidInput(f"unknown tick job {tick.job!r}")
         key = f"tick-{envelope.message_id}"
         specs = core.route_tick(tick.job, envelope.message_id, envelope.publish_time)
+        turn = Turn(delivery_id=key)
         for spec in specs:
-            self.dispatch(spec)
-        self._ledger().mark_processed(key, NAME, [spec.task_id for spec in specs], self._clock(),
-                                      job=tick.job)
+            self.dispatch(spec, turn)
+        self._ledger().mark_processed(
+            key, NAME, [spec.task_id for spec in specs], self._clock(), job=tick.job
+        )
 
-    def dispatch(self, spec: TaskSpec) -> None:
+    # ---- dispatch -------------------------------------------------------------------------
+
+    def dispatch(self, spec: TaskSpec, turn: Turn | None = None, waking: bool = False) -> str:
+        """Create or wake a task and dispatch it if its gate allows. Returns the outcome."""
+        turn = turn or Turn()
         tasks = self._tasks()
         now = self._clock()
-        outcome, attempt = tasks.begin_dispatch(spec, now)
+        begun = tasks.begin_dispatch(spec, self._dispatch_policy(spec, turn), now)
+        outcome = begun.outcome
         if outcome is Dispatch.ALREADY:
             log.info("task already dispatched", extra={"task_id": spec.task_id, "outcome": "duplicate"})
-            return
+            return "already"
         if outcome is Dispatch.BUSY:
+            if waking:  # someone else is dispatching it right now: nothing for the waker to do
+                return "busy"
             raise RetryableError(f"task {spec.task_id} is being dispatched by another delivery")
+        if outcome == "wait":
+            log.info(
+                "task waits: %s", begun.gate.reason, extra={"task_id": spec.task_id, "outcome": "waiting"}
+            )
+            self._audit_task(
+                "task_waiting",
+                begun.task,
+                "waiting",
+                reason=begun.gate.reason,
+                key=f"wait:{spec.task_id}:{begun.attempt}:{_digest(begun.gate.reason)}",
+            )
+            return "wait"
+        if outcome == "approval":
+            self._audit_task(
+                "request_approval",
+                begun.task,
+                "waiting_approval",
+                reason=begun.gate.reason,
+                key=f"approval-request:{spec.task_id}:{begun.attempt}",
+            )
+            self._request_approval(begun.task, turn)
+            return "approval"
+        if outcome == "block":
+            self._audit_task(
+                "block_task",
+                begun.task,
+                "blocked",
+                reason=begun.gate.reason,
+                key=f"block:{spec.task_id}:{begun.attempt}",
+            )
+            load = turn.policies.get(spec.repository)
+            if load is None or load.valid or load.policy.agent_enabled(spec.agent):
+                # Otherwise the invalid policy turned the agent off, and its own report says so.
+                self._tell(
+                    begun.task,
+                    f"Agent Ops will not run `{spec.kind}` here: {begun.gate.reason}.",
+                    f"blocked:{spec.task_id}:{begun.attempt}",
+                    turn,
+                )
+            return "block"
         if spec.agent == core.ORCHESTRATOR:
-            self._run_internal(spec, attempt)
-            return
+            self._run_internal(spec, begun.attempt)
+            return "internal"
+        self._publish(spec, begun.attempt)
+        return "dispatched"
+
+    def _publish(self, spec: TaskSpec, attempt: int, wake: Mapping[str, Any] | None = None) -> str:
+        tasks = self._tasks()
+        now = self._clock()
+        inputs = {**dict(spec.inputs), **({"wake": dict(wake)} if wake else {})}
         task = AgentTask(
             task_id=spec.task_id,
             kind=spec.kind,
@@ -123,14 +253,17 @@ class Orchestrator:
             subject=spec.subject,
             source=spec.source,
             created_at=int(now.timestamp() * 1000),
-            inputs=json.dumps(dict(spec.inputs), separators=(",", ":")),
+            inputs=json.dumps(inputs, separators=(",", ":"), default=str),
         )
         topic = topology.AGENTS_BY_NAME[spec.agent].topic
         try:
             message_id = self._publisher().publish(topic, task.encode(), task.attributes())
         except RetryableError as exc:
-            tasks.abandon_dispatch(spec.task_id, str(exc), self._clock())
+            if not wake:
+                tasks.abandon_dispatch(spec.task_id, str(exc), self._clock())
             raise
+        if wake:
+            return message_id
         tasks.finish_dispatch(spec.task_id, message_id, self._clock())
         self._audit().record(
             key=f"dispatch:{spec.task_id}:{attempt}",
@@ -141,11 +274,50 @@ class Orchestrator:
             agent=spec.agent,
             topic=topic,
             repository=spec.repository,
+            task_id=spec.task_id,
             source=spec.source,
             message_id=message_id,
         )
-        log.info("task dispatched", extra={"task_id": spec.task_id, "agent": spec.agent,
-                                           "outcome": "dispatched"})
+        log.info(
+            "task dispatched", extra={"task_id": spec.task_id, "agent": spec.agent, "outcome": "dispatched"}
+        )
+        return message_id
+
+    def _dispatch_policy(self, spec: TaskSpec, turn: Turn) -> DispatchPolicy:
+        limits = {
+            "global_daily_tasks": self._limits.global_daily_tasks or None,
+            "global_daily_cost": self._limits.global_daily_cost or None,
+        }
+        if not spec.repository or spec.agent == core.ORCHESTRATOR:
+            return DispatchPolicy(exempt_from_pause=spec.agent == core.ORCHESTRATOR, **limits)
+        load = self._policy(spec.repository, spec.installation_id, turn)
+        policy = load.policy
+        number = int(spec.inputs.get("issue_number") or spec.inputs.get("pull_number") or 0)
+        if not load.valid:
+            self._report_invalid_policy(load, spec.repository, spec.installation_id, number, turn)
+        enabled = policy.agent_enabled(spec.agent)
+        reason = ""
+        if not enabled:
+            reason = (
+                f"{policies.POLICY_PATH} is invalid, so the {spec.agent} agent is off until it is fixed"
+                if not load.valid
+                else f"the {spec.agent} agent is off in {policies.POLICY_PATH}"
+            )
+            if spec.agent == "deploy" and load.valid and policy.agents.get("deploy"):
+                reason = f"no deploy service is configured in {policies.POLICY_PATH}"
+        step = lifecycle.PRE_DISPATCH_STEP.get(spec.kind, "")
+        rule = policy.approval_for(step) if step else None
+        return DispatchPolicy(
+            agent_enabled=enabled,
+            disabled_reason=reason,
+            slot=lifecycle.slot_key(spec.agent, spec.repository, policy.deploy_service),
+            slot_limit=policy.limit_for(spec.agent),
+            repo_daily_tasks=policy.daily_tasks,
+            repo_daily_cost=policy.daily_cost,
+            approval_step=step if rule else "",
+            approval_rule=_rule_doc(rule) if rule else {},
+            **limits,
+        )
 
     def _run_internal(self, spec: TaskSpec, attempt: int) -> None:
         """Run one of the orchestrator's own jobs in place and record its outcome on the task."""
@@ -171,29 +343,802 @@ class Orchestrator:
             action=f"run_{spec.kind}",
             subject=f"task/{spec.task_id}",
             outcome=status,
+            task_id=spec.task_id,
             summary=summary[:500],
         )
 
+    # ---- results --------------------------------------------------------------------------
+
     def on_result(self, result: AgentTaskResult) -> None:
-        applied = self._tasks().record_result(
-            result.task_id, result.agent, result.attempt, result.status, result.summary, self._clock()
+        details = result.detail_values()
+        changed = self._tasks().record_result(
+            result.task_id,
+            result.agent,
+            result.attempt,
+            result.status,
+            result.summary,
+            self._clock(),
+            details,
         )
-        if not applied:
-            log.info("result already recorded or stale",
-                     extra={"task_id": result.task_id, "outcome": "duplicate"})
+        if not changed.applied:
+            log.info(
+                "result already recorded or stale", extra={"task_id": result.task_id, "outcome": "duplicate"}
+            )
             return
+        task = changed.after
+        if result.status == "running":
+            return  # a heartbeat: recorded on the task and the agent, not worth an audit record each
         self._audit().record(
             key=f"result:{result.task_id}:{result.attempt}:{result.status}",
             actor=result.agent,
             action="report_result",
             subject=f"task/{result.task_id}",
             outcome=result.status,
+            repository=str(task.get("repository") or ""),
+            task_id=result.task_id,
             summary=result.summary[:500],
+            cost_units=float(
+                details.get("cost", {}).get("units", 0)
+                if isinstance(details.get("cost"), dict)
+                else details.get("cost") or 0
+            )
+            if not isinstance(details.get("cost"), str)
+            else 0,
         )
+        turn = Turn(delivery_id=f"result-{result.task_id}-{result.attempt}")
+        if task.get("status") == lifecycle.WAITING_APPROVAL:
+            self._request_approval(task, turn)
+        if changed.released_slot or task.get("status") in lifecycle.TERMINAL:
+            self.wake_waiting(str(task.get("repository") or ""), turn)
 
     def on_build(self, build: CloudBuildNotification, envelope: Envelope) -> None:
-        # Builds are recorded now; the deploy agent's release state machine will consume them.
+        # Builds are recorded; a task that waits for one names `build:<id>` in its waits_for.
         self._ledger().mark_processed(
-            f"build-{envelope.message_id}", NAME, [], self._clock(),
-            build_id=build.build_id, build_status=build.status,
+            f"build-{envelope.message_id}",
+            NAME,
+            [],
+            self._clock(),
+            build_id=build.build_id,
+            build_status=build.status,
         )
+        facts = core.EventFacts(
+            "cloud_build",
+            build.status.lower(),
+            f"build-{envelope.message_id}",
+            "",
+            0,
+            {"build": {"id": build.build_id, "status": build.status}},
+        )
+        for task in self._tasks().query(waits_for=f"build:{build.build_id}"):
+            self._wake(task, facts, Turn(delivery_id=facts.delivery_id))
+
+    # ---- waking ---------------------------------------------------------------------------
+
+    def wake_waiting(self, repository: str | None, turn: Turn | None = None) -> int:
+        """Try every queued task (of one repo, or all) again; returns how many went."""
+        turn = turn or Turn()
+        woken = 0
+        for task in self._tasks().query(repository=repository or None, status=lifecycle.QUEUED):
+            if task.get("agent") == core.ORCHESTRATOR:
+                continue  # the orchestrator's own jobs run when their tick comes, not when woken
+            if self.dispatch(spec_from_task(task), turn, waking=True) == "dispatched":
+                woken += 1
+        return woken
+
+    def _on_wake(self, facts: core.EventFacts, turn: Turn) -> None:
+        for key in core.wake_keys(facts):
+            for task in self._tasks().query(waits_for=key):
+                self._wake(task, facts, turn)
+
+    def _wake(self, task: Mapping[str, Any], facts: core.EventFacts, turn: Turn) -> None:
+        if task.get("status") not in lifecycle.ACTIVE:
+            return
+        key = f"wake:{task['task_id']}:{task.get('attempt')}:{facts.delivery_id}"
+        if self._audit().has(key):
+            return
+        message_id = self._publish(
+            spec_from_task(task), int(task.get("attempt") or 1), core.wake_summary(facts)
+        )
+        self._audit_task(
+            "wake_task",
+            task,
+            "woken",
+            key=key,
+            event=f"{facts.event}.{facts.action}",
+            message_id=message_id,
+            delivery_id=facts.delivery_id,
+        )
+
+    # ---- approvals ------------------------------------------------------------------------
+
+    def _request_approval(self, task: Mapping[str, Any], turn: Turn) -> None:
+        approval = task.get("approval") or {}
+        repository, task_id = str(task.get("repository") or ""), str(task["task_id"])
+        installation_id = int(task.get("installation_id") or 0)
+        rule = _rule(approval.get("rule") or {})
+        head_sha = str(approval.get("head_sha") or "")
+        step = str(approval.get("step") or "approval")
+        who = _who(rule)
+        how = f"comment `/approve {task_id}`" + (" or approve the pull request" if step != "deploy" else "")
+        text = (
+            f"**{step}** for task `{task_id}` ({task.get('kind')}) needs {rule.count} approval"
+            f"{'s' if rule.count != 1 else ''} from {who} with at least the **{rule.permission}** role "
+            f"on the current head `{head_sha[:12]}`. To approve, {how}."
+        )
+        if not self._can_write(installation_id, repository):
+            return
+        if head_sha:
+            created = self._executor.apply(
+                CreateCheckRun(
+                    repository,
+                    head_sha,
+                    APPROVAL_CHECK,
+                    f"{task_id}:{step}:{head_sha}",
+                    "in_progress",
+                    f"Waiting for approval: {step}",
+                    text,
+                    key=f"approval-check:{task_id}:{step}:{head_sha}",
+                ),
+                installation_id,
+                task_id,
+                turn.delivery_id,
+            )
+            if created and created.get("id"):
+                check_run_id = int(created["id"])
+                self._tasks().update_approval(
+                    task_id,
+                    lambda a: {**a, "check_run_id": check_run_id} if a.get("head_sha") == head_sha else None,
+                    self._clock(),
+                )
+        if task.get("number"):
+            self._executor.apply(
+                PostComment(
+                    repository, int(task["number"]), text, key=f"approval-comment:{task_id}:{step}:{head_sha}"
+                ),
+                installation_id,
+                task_id,
+                turn.delivery_id,
+            )
+
+    def _evaluate_approval(self, task: Mapping[str, Any], turn: Turn) -> approvals.ApprovalCount | None:
+        """Count the approvals of a waiting task from GitHub; let it go when there are enough."""
+        repository, task_id = str(task.get("repository") or ""), str(task["task_id"])
+        installation_id = int(task.get("installation_id") or 0)
+        if not self._can_write(installation_id, repository):
+            return None
+        approval = dict(task.get("approval") or {})
+        rule = _rule(approval.get("rule") or {})
+        step, head_sha = str(approval.get("step") or ""), str(approval.get("head_sha") or "")
+        given = [
+            approvals.Approval(
+                str(a.get("login")),
+                approvals.COMMENT,
+                str(a.get("sha") or ""),
+                str(a.get("user_type") or "User"),
+            )
+            for a in approval.get("approvers") or []
+        ]
+        author = ""
+        pull_number = int(approval.get("pull_number") or 0)
+        client = self._client(installation_id, repository, task_id)
+        if pull_number and step != "deploy":
+            pull = client.request("GET", f"/repos/{repository}/pulls/{pull_number}")
+            author = str((pull.get("user") or {}).get("login") or "")
+            reviews = list(client.paginate(f"/repos/{repository}/pulls/{pull_number}/reviews"))
+            given += approvals.approvals_from_reviews(reviews)
+        logins = approvals.candidates(given)
+        roles = {login: self._role(repository, installation_id, login, turn) for login in logins}
+        teams_of = {login: self._teams(client, login, rule.teams) for login in logins}
+        count = approvals.count_approvals(given, rule, head_sha, self._app_login(), author, roles, teams_of)
+        summary = approvals.summary(count, step)
+        details = "\n".join(f"- {chatops.neutralise(login, 60)}: {why}" for login, why in count.ignored)
+        check_run_id = int(approval.get("check_run_id") or 0)
+        if not count.satisfied:
+            if check_run_id:
+                self._executor.apply(
+                    UpdateCheckRun(
+                        repository,
+                        check_run_id,
+                        "in_progress",
+                        f"Waiting for approval: {step}",
+                        f"{summary}.\n\nNot counted:\n{details or '- none'}",
+                        key=f"approval-progress:{task_id}:{head_sha}:{_digest(summary + details)}",
+                    ),
+                    installation_id,
+                    task_id,
+                    turn.delivery_id,
+                )
+            return count
+        now = self._clock()
+        granted = {**approval, "state": "granted", "granted_at": now, "counted": list(count.counted)}
+        changed = self._tasks().transition(
+            task_id,
+            lifecycle.QUEUED,
+            summary,
+            ",".join(count.counted),
+            now,
+            expected=[lifecycle.WAITING_APPROVAL],
+            extra={"approval": granted},
+            new_attempt=True,
+        )
+        if not changed.applied:
+            return count
+        self._audit_task(
+            "grant_approval",
+            changed.after,
+            "granted",
+            key=f"approval-granted:{task_id}:{head_sha}",
+            step=step,
+            approvers=list(count.counted),
+        )
+        if check_run_id:
+            self._executor.apply(
+                UpdateCheckRun(
+                    repository,
+                    check_run_id,
+                    "completed",
+                    f"Approved: {step}",
+                    f"{summary}.",
+                    conclusion="success",
+                    key=f"approval-done:{task_id}:{head_sha}",
+                ),
+                installation_id,
+                task_id,
+                turn.delivery_id,
+            )
+        self.dispatch(spec_from_task(changed.after), turn)
+        return count
+
+    def _on_review(self, facts: core.EventFacts, turn: Turn) -> None:
+        number = facts.payload.get("pull_request", {}).get("number")
+        if not isinstance(number, int):
+            return
+        for task in self._waiting_approval(facts.repository, number):
+            self._evaluate_approval(task, turn)
+
+    def _on_head_moved(self, facts: core.EventFacts, turn: Turn) -> None:
+        """A push to a PR expires its approvals: they were given for the old head."""
+        pull = facts.payload.get("pull_request") or {}
+        number, head = pull.get("number"), str((pull.get("head") or {}).get("sha") or "")
+        if not isinstance(number, int) or not head:
+            return
+        for task in self._waiting_approval(facts.repository, number):
+            old = str((task.get("approval") or {}).get("head_sha") or "")
+            if old == head:
+                continue
+            now = self._clock()
+
+            def expire(
+                approval: dict[str, Any], old: str = old, now: datetime = now
+            ) -> dict[str, Any] | None:
+                if approval.get("head_sha") != old:
+                    return None
+                expired = list(approval.get("expired") or []) + [
+                    {
+                        "head_sha": old,
+                        "approvers": [a.get("login") for a in approval.get("approvers") or []],
+                        "at": now,
+                    }
+                ]
+                return {
+                    **approval,
+                    "head_sha": head,
+                    "approvers": [],
+                    "check_run_id": 0,
+                    "expired": expired[-10:],
+                }
+
+            updated = self._tasks().update_approval(str(task["task_id"]), expire, now)
+            if updated is None:
+                continue
+            self._audit_task(
+                "expire_approvals",
+                updated,
+                "expired",
+                key=f"approval-expired:{task['task_id']}:{head}",
+                old_head=old,
+                new_head=head,
+            )
+            check_run_id = int((task.get("approval") or {}).get("check_run_id") or 0)
+            installation_id = int(task.get("installation_id") or 0)
+            if check_run_id and self._can_write(installation_id, facts.repository):
+                self._executor.apply(
+                    UpdateCheckRun(
+                        facts.repository,
+                        check_run_id,
+                        "completed",
+                        "Superseded by a new push",
+                        f"Approvals for {old[:12]} expired when the head moved to {head[:12]}.",
+                        conclusion="neutral",
+                        key=f"approval-stale:{task['task_id']}:{old}",
+                    ),
+                    installation_id,
+                    str(task["task_id"]),
+                    turn.delivery_id,
+                )
+            self._request_approval(updated, turn)
+
+    def _waiting_approval(self, repository: str, number: int) -> list[dict[str, Any]]:
+        return [
+            t
+            for t in self._tasks().query(repository=repository, status=lifecycle.WAITING_APPROVAL)
+            # The request is posted on the task's issue, the reviews come on the pull request.
+            if number in (int((t.get("approval") or {}).get("pull_number") or 0), int(t.get("number") or 0))
+        ]
+
+    # ---- ChatOps --------------------------------------------------------------------------
+
+    def _on_comment(self, facts: core.EventFacts, turn: Turn) -> None:
+        comment = facts.payload.get("comment") or {}
+        issue = facts.payload.get("issue") or {}
+        sender = facts.payload.get("sender") or comment.get("user") or {}
+        commands = chatops.parse_commands(str(comment.get("body") or ""))
+        if not commands or not isinstance(issue.get("number"), int) or not facts.repository:
+            return
+        comment_id = int(comment.get("id") or 0)
+        login = str(sender.get("login") or "")
+        base = dict(
+            repository=facts.repository,
+            delivery_id=facts.delivery_id,
+            link=str(comment.get("html_url") or ""),
+        )
+        if not self._can_write(facts.installation_id, facts.repository):
+            self._audit().record(
+                key=f"chatops:{comment_id}:unavailable",
+                actor=login or "unknown",
+                action="chatops_ignored",
+                subject=f"{facts.repository}#{issue['number']}",
+                outcome="github_not_configured",
+                **base,
+            )
+            return
+        app_id, app_login = self._app_identity()
+        ignored = chatops.ignore_reason(sender, comment, app_id, app_login)
+        if ignored:
+            self._audit().record(
+                key=f"chatops:{comment_id}:ignored",
+                actor=login or "unknown",
+                action="chatops_ignored",
+                subject=f"{facts.repository}#{issue['number']}",
+                outcome="ignored",
+                reason=ignored,
+                **base,
+            )
+            return
+        load = self._policy(facts.repository, facts.installation_id, turn)
+        role = self._role(facts.repository, facts.installation_id, login, turn)
+        for index, command in enumerate(commands):
+            self._command(
+                facts, turn, load.policy, int(issue["number"]), comment_id, login, role, index, command, base
+            )
+
+    def _command(
+        self,
+        facts: core.EventFacts,
+        turn: Turn,
+        policy: policies.Policy,
+        number: int,
+        comment_id: int,
+        login: str,
+        role: str,
+        index: int,
+        command: chatops.Command,
+        base: dict[str, Any],
+    ) -> None:
+        repository, installation_id = facts.repository, facts.installation_id
+        key = f"chatops:{comment_id}:{index}"
+        if self._audit().has(f"{key}:done") or self._audit().has(f"{key}:refused"):
+            return  # a redelivered comment: its command was carried out (or refused) once already
+        verb = command.verb
+        needed = {
+            "chatops": policy.chatops_permission,
+            "admin": policy.chatops_admin_permission,
+            "read": "read",
+            "approval": "write",
+        }.get(chatops.VERB_PERMISSION.get(verb, "read"), "read")
+        waiting = self._waiting_approval(repository, number) if verb == chatops.APPROVE else []
+        if verb == chatops.APPROVE:
+            waiting = [
+                t for t in waiting if not command.argument or command.argument in (t["task_id"], t["kind"])
+            ]
+            needed = min(
+                (
+                    str((t.get("approval") or {}).get("rule", {}).get("permission") or "write")
+                    for t in waiting
+                ),
+                key=policies.ROLES.index,
+                default="write",
+            )
+        subject = f"{repository}#{number}"
+        if verb != chatops.UNKNOWN and not policies.role_at_least(role, needed):
+            self._executor.apply(
+                AddReaction(repository, comment_id, "-1", key=f"{key}:reaction"),
+                installation_id,
+                "",
+                turn.delivery_id,
+            )
+            self._executor.apply(
+                PostComment(
+                    repository, number, chatops.refusal(login, verb, needed, role), key=f"{key}:reply"
+                ),
+                installation_id,
+                "",
+                turn.delivery_id,
+            )
+            self._audit().record(
+                key=f"{key}:refused",
+                actor=login,
+                action=f"chatops_{verb.replace(' ', '_')}",
+                subject=subject,
+                outcome="refused",
+                role=role,
+                needed=needed,
+                **base,
+            )
+            return
+        now = self._clock()
+        actor = f"@{login}"
+        affected: list[str] = []
+        if verb == chatops.HOLD:
+            changed = self._tasks().set_hold(repository, number, actor, command.argument, now, held=True)
+            reply = (
+                f"Held #{number}: no agent starts or continues work on it until `/unhold`."
+                if changed
+                else f"#{number} was already on hold."
+            )
+        elif verb == chatops.UNHOLD:
+            changed = self._tasks().set_hold(repository, number, actor, "", now, held=False)
+            woken = self._wake_number(repository, number, turn) if changed else 0
+            reply = (
+                f"Released #{number}; {woken} waiting task(s) dispatched."
+                if changed
+                else f"#{number} was not on hold."
+            )
+        elif verb == chatops.RETRY:
+            for task in self._tasks().query(repository=repository, number=number):
+                if task.get("status") in (lifecycle.FAILED, lifecycle.BLOCKED, lifecycle.CANCELLED):
+                    moved = self._tasks().transition(
+                        task["task_id"],
+                        lifecycle.QUEUED,
+                        f"/retry by {actor}",
+                        actor,
+                        now,
+                        new_attempt=True,
+                        extra={"retries": 0},
+                    )
+                    if moved.applied:
+                        affected.append(
+                            f"`{task['task_id']}` ({self.dispatch(spec_from_task(moved.after), turn)})"
+                        )
+            reply = (
+                ("Retrying: " + ", ".join(affected) + ".")
+                if affected
+                else "Nothing here failed, was blocked or cancelled."
+            )
+        elif verb == chatops.CANCEL:
+            for task in self._tasks().query(repository=repository, number=number):
+                if task.get("status") not in lifecycle.TERMINAL:
+                    moved = self._tasks().transition(
+                        task["task_id"], lifecycle.CANCELLED, f"/cancel by {actor}", actor, now
+                    )
+                    if moved.applied:
+                        affected.append(f"`{task['task_id']}`")
+            if affected:
+                self.wake_waiting(repository, turn)
+            reply = (
+                ("Cancelled " + ", ".join(affected) + ".")
+                if affected
+                else "Nothing here was running or waiting."
+            )
+        elif verb == chatops.APPROVE:
+            reply = self._approve(waiting, login, turn)
+        elif verb in (chatops.AGENTS_PAUSE, chatops.AGENTS_RESUME):
+            pause = verb == chatops.AGENTS_PAUSE
+            changed = self._tasks().set_pause(f"repo:{repository}", pause, actor, f"from {subject}", now)
+            woken = self.wake_waiting(repository, turn) if changed and not pause else 0
+            reply = (
+                (
+                    f"Paused every agent in {repository}: nothing new is dispatched until `/agents resume`."
+                    if pause
+                    else f"Resumed the agents in {repository}; {woken} waiting task(s) dispatched."
+                )
+                if changed
+                else f"The agents in {repository} were already {'paused' if pause else 'running'}."
+            )
+        elif verb == chatops.AGENTS_STATUS:
+            reply = self._status_reply(repository)
+        else:
+            reply = (
+                f"Unknown command `{chatops.neutralise(command.argument, 40)}`. Commands: `/hold`, "
+                "`/unhold`, `/retry`, `/cancel`, `/approve [task]`, `/agents pause`, `/agents resume`, "
+                "`/agents status`."
+            )
+        self._executor.apply(
+            PostComment(repository, number, f"@{chatops.neutralise(login, 60)} {reply}", key=f"{key}:reply"),
+            installation_id,
+            "",
+            turn.delivery_id,
+        )
+        self._audit().record(
+            key=f"{key}:done",
+            actor=login,
+            action=f"chatops_{verb.replace(' ', '_')}",
+            subject=subject,
+            outcome="ok",
+            role=role,
+            affected=affected,
+            argument=command.argument[:200],
+            **base,
+        )
+
+    def _approve(self, waiting: list[dict[str, Any]], login: str, turn: Turn) -> str:
+        if not waiting:
+            return "Nothing here is waiting for approval."
+        lines = []
+        for task in waiting:
+            task_id = str(task["task_id"])
+            head_sha = str((task.get("approval") or {}).get("head_sha") or "")
+
+            def add(approval: dict[str, Any], head_sha: str = head_sha) -> dict[str, Any] | None:
+                if approval.get("head_sha") != head_sha:
+                    return None
+                others = [a for a in approval.get("approvers") or [] if a.get("login") != login]
+                return {
+                    **approval,
+                    "approvers": others
+                    + [{"login": login, "sha": head_sha, "via": "comment", "user_type": "User"}],
+                }
+
+            updated = self._tasks().update_approval(task_id, add, self._clock())
+            if updated is None:
+                lines.append(f"`{task_id}` is no longer waiting.")
+                continue
+            count = self._evaluate_approval(updated, turn)
+            if count is None:
+                continue
+            mine = dict(count.ignored).get(login)
+            lines.append(
+                f"`{task_id}`: "
+                + (
+                    f"not counted, {mine}."
+                    if mine
+                    else f"{approvals.summary(count, str(updated['approval']['step']))}"
+                    + (", approved." if count.satisfied else ".")
+                )
+            )
+        return " ".join(lines)
+
+    def _wake_number(self, repository: str, number: int, turn: Turn) -> int:
+        woken = 0
+        for task in self._tasks().query(repository=repository, number=number, status=lifecycle.QUEUED):
+            if self.dispatch(spec_from_task(task), turn, waking=True) == "dispatched":
+                woken += 1
+        return woken
+
+    def _status_reply(self, repository: str) -> str:
+        rows = [
+            t for t in self._tasks().query(repository=repository) if t.get("status") not in lifecycle.TERMINAL
+        ]
+        state = self._tasks().repo_state(repository)
+        head = f"Agents in {repository} are **{'paused' if state.get('paused') else 'running'}**"
+        holds = sorted((state.get("holds") or {}).keys(), key=int)
+        if holds:
+            head += "; on hold: " + ", ".join(f"#{n}" for n in holds)
+        if not rows:
+            return head + ". No task is open."
+        table = ["| task | agent | status | waiting on |", "|---|---|---|---|"]
+        for row in sorted(rows, key=lambda r: str(r.get("task_id")))[:30]:
+            table.append(
+                f"| `{row.get('task_id')}` | {row.get('agent')} | {row.get('status')} | "
+                f"{chatops.neutralise(str(row.get('waiting_on') or '-'), 120)} |"
+            )
+        return head + ".\n\n" + "\n".join(table)
+
+    # ---- the task sweep -------------------------------------------------------------------
+
+    def sweep(self) -> str:
+        """Stalled tasks are retried, then escalated; waiting tasks are tried again."""
+        now = self._clock()
+        turn = Turn(delivery_id=f"sweep-{now:%Y%m%dT%H%M}")
+        retried = escalated = 0
+        for status in sorted(lifecycle.ACTIVE):
+            for task in self._tasks().query(status=status):
+                if task.get("agent") == core.ORCHESTRATOR:
+                    continue
+                policy = (
+                    self._policy(str(task["repository"]), int(task.get("installation_id") or 0), turn).policy
+                    if task.get("repository")
+                    else policies.DEFAULT_POLICY
+                )
+                reason = lifecycle.stall_reason(task, now, timedelta(minutes=policy.heartbeat_minutes))
+                if not reason:
+                    continue
+                if self._stalled(task, reason, policy.max_attempts, turn) == "retry":
+                    retried += 1
+                else:
+                    escalated += 1
+        woken = self.wake_waiting(None, turn)
+        return f"{retried} stalled task(s) retried, {escalated} escalated, {woken} waiting task(s) dispatched"
+
+    def _stalled(self, task: Mapping[str, Any], reason: str, max_attempts: int, turn: Turn) -> str:
+        task_id, now = str(task["task_id"]), self._clock()
+        retries = int(task.get("retries") or 0)
+        where = (
+            f"agent `{task.get('agent')}` (topic `{topology.AGENTS_BY_NAME[str(task['agent'])].topic}`), "
+            f"attempt {task.get('attempt')}, message `{task.get('message_id', '')}`"
+        )
+        if lifecycle.after_stall(retries, max_attempts) == "retry":
+            moved = self._tasks().transition(
+                task_id,
+                lifecycle.QUEUED,
+                f"stalled: {reason}; retrying",
+                NAME,
+                now,
+                expected=sorted(lifecycle.ACTIVE),
+                new_attempt=True,
+                extra={"retries": retries + 1, "stalled": reason},
+            )
+            if moved.applied:
+                self._audit_task(
+                    "retry_stalled",
+                    moved.after,
+                    "retried",
+                    key=f"stall:{task_id}:{task.get('attempt')}",
+                    reason=reason,
+                )
+                self.dispatch(spec_from_task(moved.after), turn)
+            return "retry"
+        moved = self._tasks().transition(
+            task_id,
+            lifecycle.BLOCKED,
+            f"stalled: {reason}; escalated to a human",
+            NAME,
+            now,
+            expected=sorted(lifecycle.ACTIVE),
+            extra={"escalated": True, "stalled": reason},
+        )
+        if moved.applied:
+            self._audit_task(
+                "escalate_stalled",
+                moved.after,
+                "escalated",
+                key=f"escalate:{task_id}:{task.get('attempt')}",
+                reason=reason,
+            )
+            self._tell(
+                moved.after,
+                f"Task `{task_id}` ({task.get('kind')}) stalled: {reason}, at {where}. It was tried "
+                f"{retries + 1} time(s) and is now blocked. A human can `/retry` or `/cancel` it.",
+                f"escalate-comment:{task_id}:{task.get('attempt')}",
+                turn,
+            )
+            log.error(
+                "task stalled and escalated: %s", reason, extra={"task_id": task_id, "outcome": "escalated"}
+            )
+        return "escalate"
+
+    # ---- GitHub access --------------------------------------------------------------------
+
+    def _app(self) -> Any:
+        return self._github() if self._github is not None else None
+
+    def _can_write(self, installation_id: int, repository: str) -> bool:
+        return bool(installation_id and repository and self._app() is not None)
+
+    def _client(self, installation_id: int, repository: str, task_id: str = "") -> Any:
+        return self._app().client_for(NAME, installation_id, [repository], task_id=task_id)
+
+    def _app_identity(self) -> tuple[int, str]:
+        return self._app().identity()
+
+    def _app_login(self) -> str:
+        return self._app_identity()[1] if self._app() is not None else ""
+
+    def _policy(self, repository: str, installation_id: int, turn: Turn) -> policies.PolicyLoad:
+        cached = turn.policies.get(repository)
+        if cached is None:
+            if not self._can_write(installation_id, repository):
+                cached = policies.parse_policy(None)
+            else:
+                cached = policies.fetch_policy(self._client(installation_id, repository), repository)
+            turn.policies[repository] = cached
+        return cached
+
+    def _report_invalid_policy(
+        self, load: policies.PolicyLoad, repository: str, installation_id: int, number: int, turn: Turn
+    ) -> None:
+        key = f"policy-invalid:{repository}:{load.blob_sha}:{number}"
+        if number and self._can_write(installation_id, repository):
+            self._executor.apply(
+                PostComment(repository, number, policies.problems_markdown(load), key=key),
+                installation_id,
+                "",
+                turn.delivery_id,
+            )
+        else:
+            log.warning(
+                "invalid %s in %s: %s",
+                policies.POLICY_PATH,
+                repository,
+                "; ".join(str(p) for p in load.problems[:5]),
+                extra={"outcome": "invalid_policy"},
+            )
+
+    def _role(self, repository: str, installation_id: int, login: str, turn: Turn) -> str:
+        key = (repository, login)
+        if key not in turn.roles:
+            from shared.github.rest import NotFound
+
+            try:
+                answer = self._client(installation_id, repository).request(
+                    "GET", f"/repos/{repository}/collaborators/{login}/permission"
+                )
+                turn.roles[key] = str(answer.get("role_name") or answer.get("permission") or "none")
+            except NotFound:
+                turn.roles[key] = "none"
+        return turn.roles[key]
+
+    def _teams(self, client: Any, login: str, teams: tuple[str, ...]) -> frozenset[str]:
+        from shared.github.rest import NotFound
+
+        member = set()
+        for team in teams:
+            org, _, slug = team.partition("/")
+            try:
+                answer = client.request("GET", f"/orgs/{org}/teams/{slug}/memberships/{login}")
+            except NotFound:
+                continue
+            if answer.get("state") == "active":
+                member.add(team)
+        return frozenset(member)
+
+    def _tell(self, task: Mapping[str, Any], text: str, key: str, turn: Turn) -> None:
+        """Say something on the issue or PR a task is about, once per key."""
+        repository, number = str(task.get("repository") or ""), int(task.get("number") or 0)
+        installation_id = int(task.get("installation_id") or 0)
+        if number and self._can_write(installation_id, repository):
+            self._executor.apply(
+                PostComment(repository, number, text, key=key),
+                installation_id,
+                str(task.get("task_id") or ""),
+                turn.delivery_id,
+            )
+
+    def _audit_task(self, action: str, task: Mapping[str, Any], outcome: str, key: str, **facts: Any) -> None:
+        self._audit().record(
+            key=key,
+            actor=NAME,
+            action=action,
+            subject=f"task/{task.get('task_id')}",
+            outcome=outcome,
+            repository=str(task.get("repository") or ""),
+            task_id=str(task.get("task_id") or ""),
+            **facts,
+        )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _rule(doc: Mapping[str, Any]) -> policies.ApprovalRule:
+    return policies.ApprovalRule(
+        count=int(doc.get("count") or 1),
+        teams=tuple(doc.get("teams") or ()),
+        users=tuple(doc.get("users") or ()),
+        permission=str(doc.get("permission") or "write"),
+    )
+
+
+def _rule_doc(rule: policies.ApprovalRule) -> dict[str, Any]:
+    return {
+        "count": rule.count,
+        "teams": list(rule.teams),
+        "users": list(rule.users),
+        "permission": rule.permission,
+    }
+
+
+def _who(rule: policies.ApprovalRule) -> str:
+    names = [f"@{chatops.neutralise(u, 60)}" for u in rule.users] + [f"team {t}" for t in rule.teams]
+    return ", ".join(names) if names else "a maintainer"

@@ -44,6 +44,7 @@ class GitHubApp:
         self._jwt: AppJwt | None = None
         self._tokens: InstallationTokens | None = None
         self._installations: dict[str, int] = {}
+        self._identity: tuple[int, str] | None = None
 
     def _session(self) -> Any:
         return self._session_factory() if self._session_factory else None
@@ -63,6 +64,14 @@ class GitHubApp:
             if self._tokens is None:
                 self._tokens = InstallationTokens(self.jwt(), RestTokenExchange(self.app_client()))
             return self._tokens
+
+    def identity(self) -> tuple[int, str]:
+        """The App's id and the login its comments carry (`<slug>[bot]`), from GET /app, once."""
+        with self._lock:
+            if self._identity is None:
+                app = self.app_client().request("GET", "/app")
+                self._identity = (int(app["id"]), f"{app['slug']}[bot]")
+            return self._identity
 
     def installation_for(self, repository: str) -> int:
         """The installation id for owner/name, via GET /repos/{owner}/{repo}/installation."""

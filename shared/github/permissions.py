@@ -12,9 +12,10 @@ from collections.abc import Mapping
 LEVELS = ("read", "write")
 
 AGENT_PERMISSIONS: Mapping[str, Mapping[str, str]] = {
-    # Routes work, comments on holds and approvals, reads repo config and team membership.
+    # Routes work; replies to ChatOps; the agent-ops/approval check run; reads repo config,
+    # collaborator roles, reviews and team membership for approval gates.
     "orchestrator": {"issues": "write", "pull_requests": "write", "contents": "read",
-                     "checks": "read", "members": "read"},
+                     "checks": "write", "members": "read"},
     # Scans repo health: CI runs, alerts, branch protection; keeps one health issue per repo.
     "scout": {"actions": "read", "administration": "read", "checks": "read", "contents": "read",
               "issues": "write", "pull_requests": "read", "security_events": "read",

@@ -101,7 +101,8 @@ def test_ticks_route_to_agents_and_a_repeated_tick_in_the_same_period_is_one_tas
     function_client, admin, project, taps
 ):
     client = function_client("orchestrator")
-    minute = datetime(2026, 11, 24, 8, 0, 10, tzinfo=timezone.utc)
+    # An hour ago, well inside the consumers' maximum message age, at 10 s past a minute.
+    minute = (datetime.now(timezone.utc) - timedelta(hours=1)).replace(second=10, microsecond=0)
     for offset in (0, 20):  # Cloud Scheduler can fire twice; both land in the same minute
         published = minute + timedelta(seconds=offset)
         tick = ScheduleTick("monitor")
@@ -109,7 +110,7 @@ def test_ticks_route_to_agents_and_a_repeated_tick_in_the_same_period_is_one_tas
                         publish_time=published)
         assert response.status_code == 200
     tasks = tasks_on(admin, taps, "monitor", expect=1)
-    assert [t.subject for t in tasks] == ["tick/monitor/2026-11-24T08:00Z"]
+    assert [t.subject for t in tasks] == [f"tick/monitor/{minute:%Y-%m-%dT%H:%M}Z"]
 
 
 def test_internal_job_without_implementation_is_recorded_blocked_not_dropped(
@@ -224,7 +225,10 @@ def test_retryable_failure_answers_an_error_so_pubsub_retries(function_client, p
     event = github_event("pull_request", body)
     spec = core.route_event(core.EventFacts("pull_request", "opened", event.delivery_id,
                                             event.repository, event.installation_id, body))[0]
-    assert services.tasks().begin_dispatch(spec, datetime.now(timezone.utc))[0] is Dispatch.DISPATCH
+    from shared.task_store import DispatchPolicy
+
+    begun = services.tasks().begin_dispatch(spec, DispatchPolicy(), datetime.now(timezone.utc))
+    assert begun.outcome is Dispatch.DISPATCH
 
     response = push(function_client("orchestrator"), project, topology.GITHUB_EVENTS, event.encode())
 

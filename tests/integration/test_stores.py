@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.firestore_store import CLAIM_LEASE, DISPATCH_LEASE
+from shared.firestore_store import CLAIM_LEASE
 from shared.ports import Claim, DeliveryRecord, Dispatch, TaskSpec
+from shared.task_store import DISPATCH_LEASE, DispatchPolicy
 
 pytestmark = pytest.mark.emulators
 
@@ -17,6 +18,11 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 def record(delivery_id: str = "d-1") -> DeliveryRecord:
     return DeliveryRecord(delivery_id, "push", "", "o/r", 1, NOW)
+
+
+def begin(tasks, task: TaskSpec, now: datetime) -> tuple[object, int]:
+    begun = tasks.begin_dispatch(task, DispatchPolicy(), now)
+    return begun.outcome, begun.attempt
 
 
 def spec(task_id: str = "t-1") -> TaskSpec:
@@ -58,13 +64,13 @@ def test_mark_processed_is_once_per_consumer(services):
 
 def test_dispatch_lease_lifecycle(services):
     tasks = services.tasks()
-    assert tasks.begin_dispatch(spec(), NOW) == (Dispatch.DISPATCH, 1)
-    assert tasks.begin_dispatch(spec(), NOW + timedelta(seconds=1)) == (Dispatch.BUSY, 1)
+    assert begin(tasks, spec(), NOW) == (Dispatch.DISPATCH, 1)
+    assert begin(tasks, spec(), NOW + timedelta(seconds=1)) == (Dispatch.BUSY, 1)
     tasks.abandon_dispatch("t-1", "publish failed", NOW)
-    assert tasks.begin_dispatch(spec(), NOW) == (Dispatch.DISPATCH, 1)
-    assert tasks.begin_dispatch(spec(), NOW + DISPATCH_LEASE + timedelta(seconds=1))[0] is Dispatch.DISPATCH
+    assert begin(tasks, spec(), NOW) == (Dispatch.DISPATCH, 1)
+    assert begin(tasks, spec(), NOW + DISPATCH_LEASE + timedelta(seconds=1))[0] is Dispatch.DISPATCH
     tasks.finish_dispatch("t-1", "m-9", NOW)
-    assert tasks.begin_dispatch(spec(), NOW) == (Dispatch.ALREADY, 1)
+    assert begin(tasks, spec(), NOW) == (Dispatch.ALREADY, 1)
     stored = tasks.get("t-1")
     assert stored["status"] == "dispatched"
     assert stored["message_id"] == "m-9"
@@ -75,7 +81,7 @@ def test_dispatch_lease_lifecycle(services):
 def test_concurrent_dispatch_of_one_task_has_one_winner(services):
     tasks = services.tasks()
     with ThreadPoolExecutor(max_workers=3) as pool:
-        outcomes = [o for o, _ in pool.map(lambda _: tasks.begin_dispatch(spec("t-race"), NOW), range(3))]
+        outcomes = [o for o, _ in pool.map(lambda _: begin(tasks, spec("t-race"), NOW), range(3))]
     assert outcomes.count(Dispatch.DISPATCH) == 1
     assert set(outcomes) <= {Dispatch.DISPATCH, Dispatch.BUSY}
 
@@ -96,16 +102,16 @@ RESULT_CASES = [
                          ids=[c[0] for c in RESULT_CASES])
 def test_record_result(services, results, applied, final):
     tasks = services.tasks()
-    tasks.begin_dispatch(spec(), NOW)
+    begin(tasks, spec(), NOW)
     tasks.finish_dispatch("t-1", "m-1", NOW)
-    outcomes = [tasks.record_result("t-1", agent, attempt, status, f"{status} now", NOW)
+    outcomes = [tasks.record_result("t-1", agent, attempt, status, f"{status} now", NOW).applied
                 for agent, attempt, status in results]
     assert outcomes == applied
     assert tasks.get("t-1")["status"] == final
 
 
 def test_result_for_unknown_task_is_not_applied(services):
-    assert services.tasks().record_result("nope", "test", 1, "succeeded", "x", NOW) is False
+    assert services.tasks().record_result("nope", "test", 1, "succeeded", "x", NOW).applied is False
 
 
 def test_audit_entries_are_written_once_per_key(services):

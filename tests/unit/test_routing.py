@@ -143,3 +143,91 @@ def test_non_installation_events_and_hostile_payloads_change_nothing():
     change = core.installation_change(facts("installation_repositories", "added", {
         "installation": {"id": 3}, "repositories_added": [{"full_name": 5}, "junk", {"full_name": "o/r"}]}))
     assert [r["full_name"] for r in change.added] == ["o/r"]
+
+
+SIGNAL_CASES = [
+    # (id, event, action, expected handlers)
+    ("comment-created", "issue_comment", "created", [core.CHATOPS]),
+    ("comment-edited", "issue_comment", "edited", []),
+    ("comment-deleted", "issue_comment", "deleted", []),
+    ("review-submitted", "pull_request_review", "submitted", [core.APPROVAL]),
+    ("review-dismissed", "pull_request_review", "dismissed", [core.APPROVAL]),
+    ("review-edited", "pull_request_review", "edited", []),
+    ("pr-synchronize", "pull_request", "synchronize", [core.HEAD_MOVED]),
+    ("pr-opened", "pull_request", "opened", []),
+    ("check-suite-completed", "check_suite", "completed", [core.WAKE]),
+    ("check-suite-requested", "check_suite", "requested", []),
+    ("check-run-completed", "check_run", "completed", [core.WAKE]),
+    ("check-run-created", "check_run", "created", []),
+    ("workflow-run-completed", "workflow_run", "completed", [core.WAKE]),
+    ("workflow-run-requested", "workflow_run", "requested", []),
+    ("deployment-status-created", "deployment_status", "created", [core.WAKE]),
+    ("status-has-no-action", "status", "", [core.WAKE]),
+    ("push", "push", "", []),
+]
+
+
+@pytest.mark.parametrize("event,action,handlers", [c[1:] for c in SIGNAL_CASES],
+                         ids=[c[0] for c in SIGNAL_CASES])
+def test_signals_for(event, action, handlers):
+    assert core.signals_for(facts(event, action, {})) == handlers
+
+
+def test_every_signal_is_declared_once():
+    keys = [(s.event, action) for s in core.SIGNALS for action in s.actions]
+    assert len(keys) == len(set(keys))
+    assert {s.handler for s in core.SIGNALS} == {core.CHATOPS, core.APPROVAL, core.HEAD_MOVED, core.WAKE}
+
+
+WAKE_CASES = [
+    # (id, event, payload, expected keys)
+    ("check-suite", "check_suite", {"check_suite": {"head_sha": "s1"}}, ["check_suite:octo/widgets@s1"]),
+    ("check-run", "check_run", {"check_run": {"head_sha": "s1"}}, ["check_run:octo/widgets@s1"]),
+    ("check-run-without-sha", "check_run", {"check_run": {"head_sha": ""}}, []),
+    ("workflow-run", "workflow_run", {"workflow_run": {"id": 88, "head_sha": "s1"}},
+     ["workflow_run:octo/widgets#88", "workflow:octo/widgets@s1"]),
+    ("workflow-run-id-only", "workflow_run", {"workflow_run": {"id": 88}}, ["workflow_run:octo/widgets#88"]),
+    ("workflow-run-string-id", "workflow_run", {"workflow_run": {"id": "88", "head_sha": "s1"}},
+     ["workflow:octo/widgets@s1"]),
+    ("deployment", "deployment_status", {"deployment": {"id": 5}, "deployment_status": {"state": "success"}},
+     ["deployment:octo/widgets#5"]),
+    ("deployment-without-id", "deployment_status", {"deployment": None}, []),
+    ("status", "status", {"sha": "s1", "state": "success"}, ["status:octo/widgets@s1"]),
+    ("status-hostile-sha", "status", {"sha": ["s1"]}, []),
+    ("hostile-payload", "check_suite", {"check_suite": "junk"}, []),
+    ("not-a-wake-event", "push", {"after": "s1"}, []),
+]
+
+
+@pytest.mark.parametrize("event,payload,keys", [c[1:] for c in WAKE_CASES], ids=[c[0] for c in WAKE_CASES])
+def test_wake_keys(event, payload, keys):
+    assert core.wake_keys(facts(event, "completed", payload)) == keys
+
+
+def test_wake_keys_and_summary_from_the_official_examples():
+    suite = github.example("check_suite", "completed")
+    suite_facts = core.EventFacts("check_suite", "completed", "d-9", "Codertocat/Hello-World", 1, suite)
+    sha = suite["check_suite"]["head_sha"]
+    assert core.wake_keys(suite_facts) == [f"check_suite:Codertocat/Hello-World@{sha}"]
+    summary = core.wake_summary(suite_facts)
+    assert summary["delivery_id"] == "d-9"
+    assert (summary["id"], summary["head_sha"]) == (suite["check_suite"]["id"], sha)
+    assert summary["conclusion"] == suite["check_suite"]["conclusion"]
+    status = github.example("status")
+    status_summary = core.wake_summary(core.EventFacts("status", "", "d", "o/r", 1, status))
+    assert (status_summary["status"], status_summary["head_sha"]) == (status["state"], status["sha"])
+    deployed = github.example("deployment_status", "created")
+    deployed_facts = core.EventFacts("deployment_status", "created", "d", "o/r", 1, deployed)
+    deployed_summary = core.wake_summary(deployed_facts)
+    assert deployed_summary["state"] == deployed["deployment_status"]["state"]
+
+
+def test_a_custom_task_label_routes_and_the_default_then_does_not():
+    custom = core.EventFacts("issues", "labeled", "d-1", "octo/widgets", 7, labelled("ready-for-agent"),
+                             task_label="ready-for-agent")
+    assert [(s.agent, s.kind, s.subject) for s in core.route_event(custom)] == [
+        ("code", "implement_issue", "issue/12")]
+    default = core.EventFacts("issues", "labeled", "d-1", "octo/widgets", 7, labelled(core.AGENT_TASK_LABEL),
+                              task_label="ready-for-agent")
+    assert core.route_event(default) == []
+    assert core.route_event(facts("issues", "labeled", labelled("ready-for-agent"))) == []

@@ -1,0 +1,569 @@
+"""The orchestrator's state in Firestore: tasks, the control flags, repo holds and budgets, agents.
+
+- `tasks/{id}`: one task, its status, attempts, dependencies, what it waits on and its history.
+- `control/global`: the kill switch, paused agents, the global budget's use today and the
+  concurrency slots (which tasks hold `code:<repo>` or `deploy:<service>`).
+- `repos/{owner:name}`: a repo-wide pause, holds per issue or PR number, the repo budget's use.
+- `agents/{name}`: state, heartbeat, current task and counters.
+
+Every change of a task's status is one transaction that also reads whatever decides it, so two
+deliveries racing for the same task see the same facts, and only one of them dispatches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from functions.orchestrator import lifecycle
+from functions.orchestrator.lifecycle import Gate, GateFacts, Usage
+from shared.errors import RetryableError
+from shared.ports import Dispatch, TaskSpec
+
+TASKS = "tasks"
+CONTROL = "control"
+GLOBAL = "global"
+REPOS = "repos"
+AGENTS = "agents"
+
+DISPATCH_LEASE = timedelta(seconds=60)
+MAX_HISTORY = 100  # a task's history keeps its first entries and its latest ones
+
+
+def repo_doc_id(full_name: str) -> str:
+    return full_name.replace("/", ":")
+
+
+def _google_errors() -> tuple[type[BaseException], ...]:
+    from google.api_core.exceptions import GoogleAPIError
+
+    return (GoogleAPIError,)
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    """What the repo's policy and the configuration say about one task, gathered before dispatch."""
+
+    agent_enabled: bool = True
+    disabled_reason: str = ""
+    slot: str = ""
+    slot_limit: int | None = None
+    repo_daily_tasks: int | None = None
+    repo_daily_cost: float | None = None
+    global_daily_tasks: int | None = None
+    global_daily_cost: float | None = None
+    approval_step: str = ""
+    approval_rule: Mapping[str, Any] = field(default_factory=dict)
+    deadline: timedelta | None = None
+    exempt_from_pause: bool = False
+
+
+@dataclass(frozen=True)
+class Begun:
+    outcome: Dispatch | str  # a Dispatch, or "wait" / "approval" / "block" from the gate
+    attempt: int
+    gate: Gate
+    task: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Changed:
+    """The result of one task transition: whether it applied, and the task before and after."""
+
+    applied: bool
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]
+    released_slot: str = ""
+
+
+def _history(data: Mapping[str, Any], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    history = list(data.get("history") or [])
+    history.append(entry)
+    if len(history) > MAX_HISTORY:
+        history = history[:10] + history[-(MAX_HISTORY - 10):]
+    return history
+
+
+def cost_units(details: Mapping[str, Any]) -> float:
+    """The cost an agent reports in a result's details: a number, or {"units": n, ...}."""
+    cost = details.get("cost")
+    if isinstance(cost, Mapping):
+        cost = cost.get("units")
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
+        return 0.0
+    return float(cost)
+
+
+class FirestoreTasks:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    # ---- references and small helpers ----------------------------------------------------
+
+    def _task(self, task_id: str) -> Any:
+        return self._client.collection(TASKS).document(task_id)
+
+    def _control(self) -> Any:
+        return self._client.collection(CONTROL).document(GLOBAL)
+
+    def _repo(self, repository: str) -> Any:
+        return self._client.collection(REPOS).document(repo_doc_id(repository))
+
+    def _agent(self, name: str) -> Any:
+        return self._client.collection(AGENTS).document(name)
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        from google.cloud import firestore
+
+        try:
+            return firestore.transactional(fn)(self._client.transaction(), *args)
+        except _google_errors() as exc:
+            raise RetryableError(f"firestore transaction {fn.__name__} failed: {exc}") from exc
+
+    def _read(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except _google_errors() as exc:
+            raise RetryableError(f"read {what}: {exc}") from exc
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        return self._read(f"task {task_id}", lambda: self._task(task_id).get().to_dict())
+
+    def control(self) -> dict[str, Any]:
+        return self._read("control/global", lambda: self._control().get().to_dict() or {})
+
+    def repo_state(self, repository: str) -> dict[str, Any]:
+        return self._read(f"repo {repository}", lambda: self._repo(repository).get().to_dict() or {})
+
+    def agent(self, name: str) -> dict[str, Any]:
+        return self._read(f"agent {name}", lambda: self._agent(name).get().to_dict() or {})
+
+    def query(self, *, repository: str | None = None, status: str | None = None,
+              number: int | None = None, waits_for: str | None = None, agent: str | None = None,
+              limit: int = 200) -> list[dict[str, Any]]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        query = self._client.collection(TASKS)
+        for name, op, value in (("repository", "==", repository), ("status", "==", status),
+                                ("number", "==", number), ("waits_for", "array_contains", waits_for),
+                                ("agent", "==", agent)):
+            if value is not None:
+                query = query.where(filter=FieldFilter(name, op, value))
+        return self._read("tasks", lambda: [d.to_dict() for d in query.limit(limit).stream()])
+
+    # ---- dispatch --------------------------------------------------------------------------
+
+    def begin_dispatch(self, spec: TaskSpec, policy: DispatchPolicy, now: datetime) -> Begun:
+        """Create the task if new, and decide in one transaction whether it goes now."""
+        return self._run(self._begin_dispatch, spec, policy, now)
+
+    def _begin_dispatch(self, transaction: Any, spec: TaskSpec, policy: DispatchPolicy,
+                        now: datetime) -> Begun:
+        ref = self._task(spec.task_id)
+        snapshot = ref.get(transaction=transaction)
+        control = self._control().get(transaction=transaction).to_dict() or {}
+        repo = (self._repo(spec.repository).get(transaction=transaction).to_dict() or {}
+                if spec.repository else {})
+        data = snapshot.to_dict() if snapshot.exists else None
+        depends_on = list((data or {}).get("depends_on") or spec.inputs.get("depends_on") or [])
+        dependencies = {}
+        for dependency in depends_on:
+            dep = self._task(dependency).get(transaction=transaction).to_dict() or {}
+            dependencies[dependency] = str(dep.get("status") or "")
+        if data is None:
+            data = _new_task(spec, depends_on, now)
+            transaction.create(ref, data)
+            data = dict(data)
+            created = True
+        else:
+            created = False
+        attempt = int(data.get("attempt", 1))
+        if data.get("status") != lifecycle.QUEUED:
+            return Begun(Dispatch.ALREADY, attempt, Gate("already"), data)
+        lease = data.get("dispatch_lease_until")
+        if lease and lease > now and not created:
+            return Begun(Dispatch.BUSY, attempt, Gate("busy"), data)
+        slots = dict(control.get("slots") or {})
+        approval = data.get("approval") or {}
+        facts = GateFacts(
+            agent=spec.agent,
+            repository=spec.repository,
+            kind=spec.kind,
+            number=int(data.get("number") or 0),
+            agent_enabled=policy.agent_enabled,
+            disabled_reason=policy.disabled_reason,
+            global_paused=bool(control.get("paused")),
+            global_pause_reason=_pause_text(control),
+            agent_paused=spec.agent in (control.get("agents_paused") or {}),
+            repo_paused=bool(repo.get("paused")),
+            repo_pause_reason=_pause_text(repo),
+            held_by=str(((repo.get("holds") or {}).get(str(data.get("number") or 0)) or {}).get("by") or "")
+            if data.get("number") else "",
+            dependencies=dependencies,
+            slot=policy.slot,
+            slot_holders=tuple(slots.get(policy.slot) or ()),
+            slot_limit=policy.slot_limit,
+            repo_usage=Usage.from_doc(repo.get("usage")),
+            repo_daily_tasks=policy.repo_daily_tasks,
+            repo_daily_cost=policy.repo_daily_cost,
+            global_usage=Usage.from_doc(control.get("usage")),
+            global_daily_tasks=policy.global_daily_tasks,
+            global_daily_cost=policy.global_daily_cost,
+            approval_step=policy.approval_step,
+            approved=approval.get("step") == policy.approval_step and approval.get("state") == "granted",
+            exempt_from_pause=policy.exempt_from_pause,
+        )
+        decision = lifecycle.gate(facts, spec.task_id, now)
+        updates: dict[str, Any] = {"updated_at": now}
+        if decision.outcome == "dispatch":
+            updates.update(dispatch_lease_until=now + DISPATCH_LEASE, waiting_on="", slot=policy.slot)
+            control_updates: dict[str, Any] = {}
+            if policy.slot:
+                holders = [h for h in slots.get(policy.slot) or [] if h != spec.task_id] + [spec.task_id]
+                control_updates["slots"] = {policy.slot: holders}
+            if spec.repository:
+                day = lifecycle.budget_day(now)
+                control_updates["usage"] = Usage.from_doc(control.get("usage")).on(day).plus(1).to_doc()
+                transaction.set(self._repo(spec.repository), {
+                    "usage": Usage.from_doc(repo.get("usage")).on(day).plus(1).to_doc(),
+                    "full_name": spec.repository,
+                }, merge=True)
+            if control_updates:
+                _set_fields(transaction, self._control(), control_updates)
+            transaction.update(ref, updates)
+            return Begun(Dispatch.DISPATCH, attempt, decision, {**data, **updates})
+        if decision.outcome == "wait":
+            if data.get("waiting_on") != decision.reason:
+                updates["waiting_on"] = decision.reason
+                updates["history"] = _history(data, lifecycle.history_entry(
+                    now, lifecycle.QUEUED, lifecycle.QUEUED, f"waiting: {decision.reason}", "orchestrator"))
+            transaction.update(ref, updates)
+            return Begun("wait", attempt, decision, {**data, **updates})
+        target = lifecycle.WAITING_APPROVAL if decision.outcome == "approval" else lifecycle.BLOCKED
+        updates.update(status=target, waiting_on=decision.reason, history=_history(
+            data, lifecycle.history_entry(now, lifecycle.QUEUED, target, decision.reason, "orchestrator")))
+        if decision.outcome == "approval":
+            updates["approval"] = {
+                "step": policy.approval_step,
+                "state": "pending",
+                "rule": dict(policy.approval_rule),
+                "head_sha": str(spec.inputs.get("head_sha") or spec.inputs.get("merge_commit_sha") or ""),
+                "pull_number": int(data.get("number") or 0),
+                "requested_at": now,
+                "approvers": [],
+                "check_run_id": 0,
+                "resume_attempt": attempt,
+            }
+        else:
+            updates["result"] = {"status": "blocked", "summary": decision.reason, "at": now}
+        transaction.update(ref, updates)
+        return Begun(decision.outcome, attempt, decision, {**data, **updates})
+
+    def finish_dispatch(self, task_id: str, message_id: str, now: datetime,
+                        deadline: datetime | None = None) -> None:
+        self._run(self._finish_dispatch, task_id, message_id, now, deadline)
+
+    def _finish_dispatch(self, transaction: Any, task_id: str, message_id: str, now: datetime,
+                         deadline: datetime | None) -> None:
+        ref = self._task(task_id)
+        data = ref.get(transaction=transaction).to_dict() or {}
+        agent_ref = self._agent(str(data.get("agent") or "unknown"))
+        agent = agent_ref.get(transaction=transaction).to_dict() or {}
+        if data.get("status") != lifecycle.QUEUED:
+            return
+        transaction.update(ref, {
+            "status": lifecycle.DISPATCHED, "updated_at": now, "dispatched_at": now,
+            "heartbeat_at": now, "message_id": message_id, "dispatch_lease_until": None,
+            "deadline_at": deadline or lifecycle.deadline_for(str(data.get("kind")), now),
+            "history": _history(data, lifecycle.history_entry(
+                now, lifecycle.QUEUED, lifecycle.DISPATCHED, f"published as message {message_id}",
+                "orchestrator")),
+        })
+        current = [t for t in agent.get("current_tasks") or [] if t != task_id] + [task_id]
+        transaction.set(agent_ref, {
+            "name": data.get("agent"), "state": "paused" if agent.get("paused") else "busy",
+            "current_task": task_id, "current_tasks": current[-20:], "updated_at": now,
+            "last_dispatch_at": now,
+        }, merge=True)
+
+    def abandon_dispatch(self, task_id: str, reason: str, now: datetime) -> None:
+        """A publish failed: give the lease back, free the slot and the budget it took."""
+        self._run(self._abandon, task_id, reason, now)
+
+    def _abandon(self, transaction: Any, task_id: str, reason: str, now: datetime) -> None:
+        ref = self._task(task_id)
+        data = ref.get(transaction=transaction).to_dict() or {}
+        control = self._control().get(transaction=transaction).to_dict() or {}
+        repository = str(data.get("repository") or "")
+        repo = self._repo(repository).get(transaction=transaction).to_dict() or {} if repository else {}
+        if data.get("status") != lifecycle.QUEUED:
+            return
+        transaction.update(ref, {"dispatch_lease_until": None, "last_error": reason[:500], "updated_at": now})
+        control_updates = _slot_release(control, data)
+        if repository:
+            day = lifecycle.budget_day(now)
+            control_updates["usage"] = Usage.from_doc(control.get("usage")).on(day).plus(-1).to_doc()
+            transaction.set(self._repo(repository), {
+                "usage": Usage.from_doc(repo.get("usage")).on(day).plus(-1).to_doc()}, merge=True)
+        if control_updates:
+            _set_fields(transaction, self._control(), control_updates)
+
+    # ---- results and transitions ---------------------------------------------------------
+
+    def record_result(self, task_id: str, agent: str, attempt: int, status: str, summary: str,
+                      now: datetime, details: Mapping[str, Any] | None = None) -> Changed:
+        return self._run(self._record_result, task_id, agent, attempt, status, summary, now,
+                         dict(details or {}))
+
+    def _record_result(self, transaction: Any, task_id: str, agent: str, attempt: int, status: str,
+                       summary: str, now: datetime, details: dict[str, Any]) -> Changed:
+        ref = self._task(task_id)
+        data = ref.get(transaction=transaction).to_dict()
+        if not data or data.get("agent") != agent or int(data.get("attempt", 1)) != attempt:
+            return Changed(False, data or {}, data or {})
+        current = str(data.get("status"))
+        target = RESULT_TO_STATE[status]
+        if status == "running":
+            if current not in lifecycle.ACTIVE:
+                return Changed(False, data, data)
+            # A heartbeat: the agent is alive; it may say what external event it now waits for.
+            updates: dict[str, Any] = {"status": lifecycle.RUNNING, "heartbeat_at": now, "updated_at": now,
+                                       "progress": summary[:500]}
+            if isinstance(details.get("waits_for"), list):
+                updates["waits_for"] = [str(key) for key in details["waits_for"]][:20]
+            if current != lifecycle.RUNNING:
+                updates["history"] = _history(data, lifecycle.history_entry(
+                    now, current, lifecycle.RUNNING, summary, agent))
+            transaction.update(ref, updates)
+            transaction.set(self._agent(agent), {"name": agent, "last_heartbeat": now, "updated_at": now},
+                            merge=True)
+            return Changed(True, data, {**data, **updates})
+        if not lifecycle.allowed(current, target) or current == target:
+            return Changed(False, data, data)
+        return self._finish(transaction, data, target, summary, agent, now, details,
+                            result={"status": status, "summary": summary[:2000], "at": now})
+
+    def _finish(self, transaction: Any, data: dict[str, Any], target: str, reason: str, actor: str,
+                now: datetime, details: Mapping[str, Any], result: dict[str, Any] | None = None,
+                extra: Mapping[str, Any] | None = None) -> Changed:
+        """Move a task to `target`, releasing what it held when it stops being active.
+
+        Reads (control, repo, agent) happen before any write, as transactions require.
+        """
+        task_id = str(data["task_id"])
+        current = str(data.get("status"))
+        repository = str(data.get("repository") or "")
+        control = self._control().get(transaction=transaction).to_dict() or {}
+        repo = self._repo(repository).get(transaction=transaction).to_dict() or {} if repository else {}
+        agent_ref = self._agent(str(data.get("agent") or "unknown"))
+        agent = agent_ref.get(transaction=transaction).to_dict() or {}
+        cost = cost_units(details)
+        updates: dict[str, Any] = {
+            "status": target, "updated_at": now, "dispatch_lease_until": None,
+            "history": _history(data, lifecycle.history_entry(now, current, target, reason, actor)),
+            **(extra or {}),
+        }
+        if target != lifecycle.QUEUED:
+            updates["waiting_on"] = reason[:500] if target == lifecycle.WAITING_APPROVAL else ""
+        if result is not None:
+            updates["result"] = result
+        if cost:
+            updates["cost_units"] = float(data.get("cost_units") or 0.0) + cost
+        leaving_active = current in lifecycle.ACTIVE and target not in lifecycle.ACTIVE
+        control_updates = _slot_release(control, data) if leaving_active else {}
+        if cost and repository:
+            day = lifecycle.budget_day(now)
+            control_updates["usage"] = Usage.from_doc(control.get("usage")).on(day).plus(cost=cost).to_doc()
+            transaction.set(self._repo(repository), {
+                "usage": Usage.from_doc(repo.get("usage")).on(day).plus(cost=cost).to_doc()}, merge=True)
+        if target == lifecycle.WAITING_APPROVAL and isinstance(details.get("approval"), Mapping):
+            request = details["approval"]
+            updates["approval"] = {
+                "step": str(request.get("step") or "approval"), "state": "pending",
+                "rule": dict(request.get("rule") or {}),
+                "head_sha": str(request.get("head_sha") or ""),
+                "pull_number": int(request.get("pull_number") or data.get("number") or 0),
+                "requested_at": now, "approvers": [], "check_run_id": 0,
+            }
+        transaction.update(self._task(task_id), updates)
+        if control_updates:
+            _set_fields(transaction, self._control(), control_updates)
+        if leaving_active:
+            transaction.set(agent_ref, _agent_after(agent, data, target, now), merge=True)
+        return Changed(True, data, {**data, **updates}, str(data.get("slot") or "") if leaving_active else "")
+
+    def transition(self, task_id: str, target: str, reason: str, actor: str, now: datetime,
+                   expected: Sequence[str] | None = None, extra: Mapping[str, Any] | None = None,
+                   new_attempt: bool = False) -> Changed:
+        """A human's or the sweeper's move: cancel, block, requeue (retry), approve."""
+        return self._run(self._transition, task_id, target, reason, actor, now,
+                         tuple(expected) if expected else None, dict(extra or {}), new_attempt)
+
+    def _transition(self, transaction: Any, task_id: str, target: str, reason: str, actor: str,
+                    now: datetime, expected: tuple[str, ...] | None, extra: dict[str, Any],
+                    new_attempt: bool) -> Changed:
+        data = self._task(task_id).get(transaction=transaction).to_dict()
+        if not data:
+            return Changed(False, {}, {})
+        current = str(data.get("status"))
+        if (expected is not None and current not in expected) or not lifecycle.allowed(current, target):
+            return Changed(False, data, data)
+        if new_attempt:
+            extra = {**extra, "attempt": int(data.get("attempt", 1)) + 1, "waits_for": [],
+                     "dispatch_lease_until": None}
+        return self._finish(transaction, data, target, reason, actor, now, {}, extra=extra)
+
+    def update_approval(self, task_id: str, fn: Callable[[dict[str, Any]], dict[str, Any] | None],
+                        now: datetime) -> dict[str, Any] | None:
+        """Change a waiting task's approval record with `fn` (pure: old record -> new or None)."""
+        return self._run(self._update_approval, task_id, fn, now)
+
+    def _update_approval(self, transaction: Any, task_id: str,
+                         fn: Callable[[dict[str, Any]], dict[str, Any] | None], now: datetime
+                         ) -> dict[str, Any] | None:
+        ref = self._task(task_id)
+        data = ref.get(transaction=transaction).to_dict() or {}
+        if data.get("status") != lifecycle.WAITING_APPROVAL:
+            return None
+        new = fn(dict(data.get("approval") or {}))
+        if new is None:
+            return None
+        transaction.update(ref, {"approval": new, "updated_at": now})
+        return {**data, "approval": new}
+
+    # ---- holds, pauses ---------------------------------------------------------------------
+
+    def set_hold(self, repository: str, number: int, by: str, reason: str, now: datetime,
+                 held: bool) -> bool:
+        """Hold or release one issue or PR in a repo. False when it already was so."""
+        return self._run(self._set_hold, repository, number, by, reason, now, held)
+
+    def _set_hold(self, transaction: Any, repository: str, number: int, by: str, reason: str,
+                  now: datetime, held: bool) -> bool:
+        from google.cloud import firestore
+
+        ref = self._repo(repository)
+        holds = (ref.get(transaction=transaction).to_dict() or {}).get("holds") or {}
+        if (str(number) in holds) == held:
+            return False
+        value: Any = {"by": by, "reason": reason[:500], "at": now} if held else firestore.DELETE_FIELD
+        transaction.set(ref, {"full_name": repository, "holds": {str(number): value}}, merge=True)
+        return True
+
+    def set_pause(self, scope: str, paused: bool, by: str, reason: str, now: datetime) -> bool:
+        """Pause or resume: scope "global", "agent:<name>" or "repo:<owner/name>"."""
+        return self._run(self._set_pause, scope, paused, by, reason, now)
+
+    def _set_pause(self, transaction: Any, scope: str, paused: bool, by: str, reason: str,
+                   now: datetime) -> bool:
+        from google.cloud import firestore
+
+        kind, _, name = scope.partition(":")
+        if kind == "agent":
+            ref = self._control()
+            current = name in ((ref.get(transaction=transaction).to_dict() or {}).get("agents_paused") or {})
+            if current == paused:
+                return False
+            value: Any = {"by": by, "reason": reason[:500], "at": now} if paused else firestore.DELETE_FIELD
+            transaction.set(ref, {"agents_paused": {name: value}}, merge=True)
+            transaction.set(self._agent(name), {"name": name, "paused": paused,
+                                                "state": "paused" if paused else "idle",
+                                                "updated_at": now}, merge=True)
+            return True
+        ref = self._control() if kind == "global" else self._repo(name)
+        if bool((ref.get(transaction=transaction).to_dict() or {}).get("paused")) == paused:
+            return False
+        fields: dict[str, Any] = {"paused": paused, "paused_by": by if paused else "",
+                                  "pause_reason": reason[:500] if paused else "", "paused_at": now}
+        if kind == "repo":
+            fields["full_name"] = name
+        transaction.set(ref, fields, merge=True)
+        return True
+
+
+RESULT_TO_STATE = {
+    "running": lifecycle.RUNNING,
+    "succeeded": lifecycle.SUCCEEDED,
+    "failed": lifecycle.FAILED,
+    "waiting_approval": lifecycle.WAITING_APPROVAL,
+    "blocked": lifecycle.BLOCKED,
+    "not_implemented": lifecycle.BLOCKED,
+}
+
+
+def _new_task(spec: TaskSpec, depends_on: list[str], now: datetime) -> dict[str, Any]:
+    number = spec.inputs.get("issue_number") or spec.inputs.get("pull_number") or 0
+    return {
+        "task_id": spec.task_id,
+        "kind": spec.kind,
+        "agent": spec.agent,
+        "repository": spec.repository,
+        "installation_id": spec.installation_id,
+        "subject": spec.subject,
+        "number": int(number) if isinstance(number, int) else 0,
+        "source": spec.source,
+        "inputs": {k: v for k, v in spec.inputs.items() if k != "depends_on"},
+        "status": lifecycle.QUEUED,
+        "attempt": 1,
+        "retries": 0,
+        "depends_on": depends_on,
+        "waiting_on": "",
+        "waits_for": [],
+        "slot": "",
+        "cost_units": 0.0,
+        "created_at": now,
+        "updated_at": now,
+        "dispatch_lease_until": None,
+        "history": [lifecycle.history_entry(now, "", lifecycle.QUEUED, f"from {spec.source}",
+                                            "orchestrator")],
+    }
+
+
+def _pause_text(doc: Mapping[str, Any]) -> str:
+    parts = [f"by {doc['paused_by']}" if doc.get("paused_by") else "", str(doc.get("pause_reason") or "")]
+    return ", ".join(p for p in parts if p)
+
+
+def _slot_release(control: Mapping[str, Any], task: Mapping[str, Any]) -> dict[str, Any]:
+    slot = str(task.get("slot") or "")
+    holders = list((control.get("slots") or {}).get(slot) or []) if slot else []
+    if task.get("task_id") not in holders:
+        return {}
+    return {"slots": {slot: [h for h in holders if h != task.get("task_id")]}}
+
+
+def _set_fields(transaction: Any, ref: Any, fields: Mapping[str, Any]) -> None:
+    """Merge fields (nested maps merge key by key) into a document that may not exist yet."""
+    transaction.set(ref, dict(fields), merge=True)
+
+
+def _agent_after(agent: Mapping[str, Any], task: Mapping[str, Any], target: str, now: datetime
+                 ) -> dict[str, Any]:
+    """The agent's status document after one of its tasks stopped being active."""
+    task_id = task.get("task_id")
+    current = [t for t in agent.get("current_tasks") or [] if t != task_id]
+    fields: dict[str, Any] = {"name": task.get("agent"), "current_tasks": current,
+                              "current_task": current[-1] if current else "", "updated_at": now,
+                              "last_heartbeat": now}
+    started = task.get("dispatched_at")
+    if target == lifecycle.SUCCEEDED:
+        done = int(agent.get("done") or 0) + 1
+        total = float(agent.get("total_duration_seconds") or 0.0)
+        if isinstance(started, datetime):
+            total += max((now - started).total_seconds(), 0.0)
+        fields.update(done=done, total_duration_seconds=total, average_duration_seconds=total / done,
+                      last_error="")
+    elif target in (lifecycle.FAILED, lifecycle.BLOCKED):
+        fields.update(failed=int(agent.get("failed") or 0) + 1,
+                      last_error=f"{task_id}: {target}")
+    if agent.get("paused"):
+        fields["state"] = "paused"
+    elif current:
+        fields["state"] = "busy"
+    elif target in (lifecycle.FAILED, lifecycle.BLOCKED):
+        fields["state"] = "error"
+    else:
+        fields["state"] = "idle"
+    return fields
