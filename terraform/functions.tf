@@ -15,6 +15,9 @@ locals {
     AGENTOPS_WATCHED_REPOS = join(",", var.watched_repos)
     AGENTOPS_DRY_RUN       = tostring(var.dry_run)
     LOG_LEVEL              = var.log_level
+    # Installation-wide budgets per UTC day; each repo's own is in its .github/agent-ops.yml.
+    AGENTOPS_GLOBAL_DAILY_TASKS = tostring(var.global_daily_tasks)
+    AGENTOPS_GLOBAL_DAILY_COST  = tostring(var.global_daily_cost)
   }
 }
 

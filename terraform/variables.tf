@@ -76,6 +76,28 @@ variable "dry_run" {
   default     = false
 }
 
+variable "global_daily_tasks" {
+  description = "Tasks the agents may be dispatched per UTC day across every repository (0: no limit)."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.global_daily_tasks >= 0
+    error_message = "global_daily_tasks must be 0 (no limit) or positive."
+  }
+}
+
+variable "global_daily_cost" {
+  description = "Cost units (LLM tokens, build minutes x 1000) agents may report per UTC day across every repository (0: no limit)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.global_daily_cost >= 0
+    error_message = "global_daily_cost must be 0 (no limit) or positive."
+  }
+}
+
 # --- Function source and sizing -------------------------------------------------------------
 
 variable "source_dir" {
