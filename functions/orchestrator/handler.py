@@ -30,7 +30,7 @@ from shared.executor import AddReaction, CreateCheckRun, Executor, PostComment, 
 from shared.messages import AgentTask, AgentTaskResult, CloudBuildNotification, GithubEvent, ScheduleTick
 from shared.ports import AuditLog, DeliveryLedger, Dispatch, Publisher, TaskSpec
 from shared.runtime import Envelope
-from shared.task_store import DispatchPolicy
+from shared.task_store import DispatchPolicy, cost_units
 
 log = logging.getLogger("agentops.orchestrator")
 
@@ -377,13 +377,7 @@ class Orchestrator:
             repository=str(task.get("repository") or ""),
             task_id=result.task_id,
             summary=result.summary[:500],
-            cost_units=float(
-                details.get("cost", {}).get("units", 0)
-                if isinstance(details.get("cost"), dict)
-                else details.get("cost") or 0
-            )
-            if not isinstance(details.get("cost"), str)
-            else 0,
+            cost_units=cost_units(details),
         )
         turn = Turn(delivery_id=f"result-{result.task_id}-{result.attempt}")
         if task.get("status") == lifecycle.WAITING_APPROVAL:
@@ -658,6 +652,20 @@ class Orchestrator:
                 )
             self._request_approval(updated, turn)
 
+    def _close_approval_check(self, task: Mapping[str, Any], why: str, turn: Turn) -> None:
+        """A task that stops waiting for approval must not leave its check run in progress."""
+        approval = task.get("approval") or {}
+        check_run_id = int(approval.get("check_run_id") or 0)
+        repository, installation_id = str(task.get("repository") or ""), int(task.get("installation_id") or 0)
+        if task.get("status") != lifecycle.WAITING_APPROVAL or not check_run_id:
+            return
+        if self._can_write(installation_id, repository):
+            self._executor.apply(
+                UpdateCheckRun(repository, check_run_id, "completed", why,
+                               f"{why}; no approval is needed now.", conclusion="cancelled",
+                               key=f"approval-closed:{task['task_id']}:{check_run_id}"),
+                installation_id, str(task["task_id"]), turn.delivery_id)
+
     def _waiting_approval(self, repository: str, number: int) -> list[dict[str, Any]]:
         return [
             t
@@ -823,6 +831,7 @@ class Orchestrator:
                     )
                     if moved.applied:
                         affected.append(f"`{task['task_id']}`")
+                        self._close_approval_check(moved.before, f"Cancelled by {actor}", turn)
             if affected:
                 self.wake_waiting(repository, turn)
             reply = (
@@ -1040,7 +1049,13 @@ class Orchestrator:
             if not self._can_write(installation_id, repository):
                 cached = policies.parse_policy(None)
             else:
-                cached = policies.fetch_policy(self._client(installation_id, repository), repository)
+                try:
+                    cached = policies.fetch_policy(self._client(installation_id, repository), repository)
+                except PermanentError as exc:
+                    # Forbidden or gone: act as for an invalid file (no code changes, no deploys)
+                    # rather than drop the event.
+                    problem = policies.PolicyProblem(0, 0, "", f"the file cannot be read: {exc}")
+                    cached = policies.PolicyLoad(policies.SAFE_POLICY, "invalid", (problem,))
             turn.policies[repository] = cached
         return cached
 
