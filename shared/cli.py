@@ -103,8 +103,14 @@ def _pause(args: argparse.Namespace, paused: bool) -> int:
         return 0
     print(f"{what}: {'paused; nothing is dispatched until resumed' if paused else 'resumed'}")
     if not paused:
-        woken = services.orchestrator().wake_waiting(args.repo)
-        print(f"{woken} waiting task(s) dispatched")
+        # The orchestrator dispatches what waited, under each repo's policy and its own config:
+        # a task_sweep tick asks it to now rather than at the next scheduled sweep.
+        from shared import topology
+        from shared.messages import ScheduleTick
+
+        tick = ScheduleTick("task_sweep")
+        services.publisher().publish(topology.SCHEDULE_TICKS, tick.encode(), {"job": tick.job})
+        print("waiting tasks are dispatched by the orchestrator's task sweep, which was asked to run now")
     return 0
 
 

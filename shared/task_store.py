@@ -29,6 +29,7 @@ REPOS = "repos"
 AGENTS = "agents"
 
 DISPATCH_LEASE = timedelta(seconds=60)
+PAGE = 200
 MAX_HISTORY = 100  # a task's history keeps its first entries and its latest ones
 
 
@@ -58,6 +59,7 @@ class DispatchPolicy:
     approval_rule: Mapping[str, Any] = field(default_factory=dict)
     deadline: timedelta | None = None
     exempt_from_pause: bool = False
+    unavailable: str = ""  # the policy could not be read: wait, deciding nothing
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,14 @@ class FirestoreTasks:
         from google.cloud import firestore
 
         try:
-            return firestore.transactional(fn)(self._client.transaction(), *args)
+            return firestore.transactional(fn)(self._client.transaction(max_attempts=10), *args)
         except _google_errors() as exc:
             raise RetryableError(f"firestore transaction {fn.__name__} failed: {exc}") from exc
+        except ValueError as exc:
+            if not isinstance(exc.__cause__, _google_errors()):
+                raise
+            # The client gives up on a contended transaction with a ValueError.
+            raise RetryableError(f"firestore transaction {fn.__name__} contended: {exc}") from exc
 
     def _read(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -141,17 +148,37 @@ class FirestoreTasks:
         return self._read(f"agent {name}", lambda: self._agent(name).get().to_dict() or {})
 
     def query(self, *, repository: str | None = None, status: str | None = None,
-              number: int | None = None, waits_for: str | None = None, agent: str | None = None,
-              limit: int = 200) -> list[dict[str, Any]]:
+              statuses: Sequence[str] | None = None, number: int | None = None,
+              waits_for: str | None = None, agent: str | None = None,
+              limit: int = 2000) -> list[dict[str, Any]]:
+        """Tasks matching every given filter, in pages by document id, at most `limit`.
+
+        Equality filters and ordering by id need only Firestore's single-field indexes.
+        """
         from google.cloud.firestore_v1.base_query import FieldFilter
 
         query = self._client.collection(TASKS)
         for name, op, value in (("repository", "==", repository), ("status", "==", status),
+                                ("status", "in", list(statuses) if statuses else None),
                                 ("number", "==", number), ("waits_for", "array_contains", waits_for),
                                 ("agent", "==", agent)):
             if value is not None:
                 query = query.where(filter=FieldFilter(name, op, value))
-        return self._read("tasks", lambda: [d.to_dict() for d in query.limit(limit).stream()])
+        query = query.order_by("__name__")
+
+        def pages() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            last = None
+            while len(found) < limit:
+                page = query.start_after(last) if last is not None else query
+                snapshots = list(page.limit(min(PAGE, limit - len(found))).stream())
+                found.extend(snapshot.to_dict() for snapshot in snapshots)
+                if len(snapshots) < PAGE:
+                    break
+                last = snapshots[-1]
+            return found
+
+        return self._read("tasks", pages)
 
     # ---- dispatch --------------------------------------------------------------------------
 
@@ -214,6 +241,7 @@ class FirestoreTasks:
             approval_step=policy.approval_step,
             approved=approval.get("step") == policy.approval_step and approval.get("state") == "granted",
             exempt_from_pause=policy.exempt_from_pause,
+            policy_unavailable=policy.unavailable,
         )
         decision = lifecycle.gate(facts, spec.task_id, now)
         updates: dict[str, Any] = {"updated_at": now}
@@ -324,6 +352,11 @@ class FirestoreTasks:
         if not data or data.get("agent") != agent or int(data.get("attempt", 1)) != attempt:
             return Changed(False, data or {}, data or {})
         current = str(data.get("status"))
+        lease = data.get("dispatch_lease_until")
+        if current == lifecycle.QUEUED and lease and lease > now:
+            # The agent answered before the dispatcher marked the task dispatched: it was.
+            current = lifecycle.DISPATCHED
+            data = {**data, "status": current}
         target = RESULT_TO_STATE[status]
         if status == "running":
             if current not in lifecycle.ACTIVE:
@@ -372,14 +405,17 @@ class FirestoreTasks:
         if cost:
             updates["cost_units"] = float(data.get("cost_units") or 0.0) + cost
         leaving_active = current in lifecycle.ACTIVE and target not in lifecycle.ACTIVE
-        control_updates = _slot_release(control, data) if leaving_active else {}
+        # A slot is taken when the dispatch begins, so a task that is cancelled, blocked or sent
+        # back to the queue gives it back whether or not it was marked dispatched yet.
+        control_updates = _slot_release(control, data) if target not in lifecycle.ACTIVE else {}
         if cost and repository:
             day = lifecycle.budget_day(now)
             control_updates["usage"] = Usage.from_doc(control.get("usage")).on(day).plus(cost=cost).to_doc()
             transaction.set(self._repo(repository), {
                 "usage": Usage.from_doc(repo.get("usage")).on(day).plus(cost=cost).to_doc()}, merge=True)
-        if target == lifecycle.WAITING_APPROVAL and isinstance(details.get("approval"), Mapping):
-            request = details["approval"]
+        if target == lifecycle.WAITING_APPROVAL:
+            # Without details the step is "approval" with no head: only /approve comments count.
+            request = details.get("approval") if isinstance(details.get("approval"), Mapping) else {}
             updates["approval"] = {
                 "step": str(request.get("step") or "approval"), "state": "pending",
                 "rule": dict(request.get("rule") or {}),
@@ -392,23 +428,30 @@ class FirestoreTasks:
             _set_fields(transaction, self._control(), control_updates)
         if leaving_active:
             transaction.set(agent_ref, _agent_after(agent, data, target, now), merge=True)
-        return Changed(True, data, {**data, **updates}, str(data.get("slot") or "") if leaving_active else "")
+        released = str(data.get("slot") or "") if "slots" in control_updates else ""
+        return Changed(True, data, {**data, **updates}, released)
 
     def transition(self, task_id: str, target: str, reason: str, actor: str, now: datetime,
                    expected: Sequence[str] | None = None, extra: Mapping[str, Any] | None = None,
-                   new_attempt: bool = False) -> Changed:
-        """A human's or the sweeper's move: cancel, block, requeue (retry), approve."""
+                   new_attempt: bool = False,
+                   guard: Callable[[Mapping[str, Any]], bool] | None = None) -> Changed:
+        """A human's or the sweeper's move: cancel, block, requeue (retry), approve.
+
+        `guard` sees the task as it is inside the transaction; False leaves it unchanged.
+        """
         return self._run(self._transition, task_id, target, reason, actor, now,
-                         tuple(expected) if expected else None, dict(extra or {}), new_attempt)
+                         tuple(expected) if expected else None, dict(extra or {}), new_attempt, guard)
 
     def _transition(self, transaction: Any, task_id: str, target: str, reason: str, actor: str,
                     now: datetime, expected: tuple[str, ...] | None, extra: dict[str, Any],
-                    new_attempt: bool) -> Changed:
+                    new_attempt: bool, guard: Callable[[Mapping[str, Any]], bool] | None) -> Changed:
         data = self._task(task_id).get(transaction=transaction).to_dict()
         if not data:
             return Changed(False, {}, {})
         current = str(data.get("status"))
         if (expected is not None and current not in expected) or not lifecycle.allowed(current, target):
+            return Changed(False, data, data)
+        if guard is not None and not guard(data):
             return Changed(False, data, data)
         if new_attempt:
             extra = {**extra, "attempt": int(data.get("attempt", 1)) + 1, "waits_for": [],

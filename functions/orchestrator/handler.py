@@ -59,6 +59,8 @@ class Turn:
 
     delivery_id: str = ""
     policies: dict[str, policies.PolicyLoad] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # repo -> why its policy cannot be read
+    failures: int = 0  # tasks a sweep or wake could not handle this time
     roles: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -188,6 +190,10 @@ class Orchestrator:
         outcome = begun.outcome
         if outcome is Dispatch.ALREADY:
             log.info("task already dispatched", extra={"task_id": spec.task_id, "outcome": "duplicate"})
+            if begun.task.get("status") == lifecycle.WAITING_APPROVAL:
+                # A redelivery after the request's GitHub effects failed: they are keyed, so
+                # asking again makes only the ones that are missing.
+                self._request_approval(begun.task, turn)
             return "already"
         if outcome is Dispatch.BUSY:
             if waking:  # someone else is dispatching it right now: nothing for the waker to do
@@ -293,6 +299,8 @@ class Orchestrator:
         load = self._policy(spec.repository, spec.installation_id, turn)
         policy = load.policy
         number = int(spec.inputs.get("issue_number") or spec.inputs.get("pull_number") or 0)
+        if spec.repository in turn.unreadable:
+            return DispatchPolicy(unavailable=turn.unreadable[spec.repository], **limits)
         if not load.valid:
             self._report_invalid_policy(load, spec.repository, spec.installation_id, number, turn)
         enabled = policy.agent_enabled(spec.agent)
@@ -364,6 +372,10 @@ class Orchestrator:
             log.info(
                 "result already recorded or stale", extra={"task_id": result.task_id, "outcome": "duplicate"}
             )
+            before = changed.before
+            if (result.status == "waiting_approval" and before.get("status") == lifecycle.WAITING_APPROVAL
+                    and int(before.get("attempt") or 0) == result.attempt):
+                self._request_approval(before, Turn(delivery_id=f"result-{result.task_id}-{result.attempt}"))
             return
         task = changed.after
         if result.status == "running":
@@ -415,9 +427,32 @@ class Orchestrator:
         for task in self._tasks().query(repository=repository or None, status=lifecycle.QUEUED):
             if task.get("agent") == core.ORCHESTRATOR:
                 continue  # the orchestrator's own jobs run when their tick comes, not when woken
-            if self.dispatch(spec_from_task(task), turn, waking=True) == "dispatched":
-                woken += 1
+            try:
+                if self.dispatch(spec_from_task(task), turn, waking=True) == "dispatched":
+                    woken += 1
+            except (RetryableError, PermanentError) as exc:
+                # One task (one repo's rate limit, one failed publish) must not keep the others
+                # waiting; it stays queued and the next sweep tries it again.
+                turn.failures += 1
+                log.error("could not wake task: %s", exc, extra={"task_id": task.get("task_id"),
+                                                                  "outcome": "wake_failed"})
         return woken
+
+    def _stopped(self, task: Mapping[str, Any]) -> str:
+        """Why a task must not continue now (kill switch, agent or repo paused, held), or ""."""
+        control = self._tasks().control()
+        if control.get("paused"):
+            return "all agents are paused"
+        if str(task.get("agent")) in (control.get("agents_paused") or {}):
+            return f"the {task.get('agent')} agent is paused"
+        repository = str(task.get("repository") or "")
+        if repository:
+            state = self._tasks().repo_state(repository)
+            if state.get("paused"):
+                return f"agents are paused in {repository}"
+            if task.get("number") and str(task["number"]) in (state.get("holds") or {}):
+                return f"#{task['number']} is on hold"
+        return ""
 
     def _on_wake(self, facts: core.EventFacts, turn: Turn) -> None:
         for key in core.wake_keys(facts):
@@ -429,6 +464,13 @@ class Orchestrator:
             return
         key = f"wake:{task['task_id']}:{task.get('attempt')}:{facts.delivery_id}"
         if self._audit().has(key):
+            return
+        stopped = self._stopped(task)
+        if stopped:
+            # Nothing continues while stopped: the task stays put until its deadline, and the
+            # sweep then retries it with a new attempt, which waits for the stop to be lifted.
+            self._audit_task("wake_task", task, "deferred", key=key, reason=stopped,
+                             event=f"{facts.event}.{facts.action}", delivery_id=facts.delivery_id)
             return
         message_id = self._publish(
             spec_from_task(task), int(task.get("attempt") or 1), core.wake_summary(facts)
@@ -452,6 +494,7 @@ class Orchestrator:
         rule = _rule(approval.get("rule") or {})
         head_sha = str(approval.get("head_sha") or "")
         step = str(approval.get("step") or "approval")
+        attempt = int(task.get("attempt") or 1)
         who = _who(rule)
         how = f"comment `/approve {task_id}`" + (" or approve the pull request" if step != "deploy" else "")
         text = (
@@ -467,11 +510,11 @@ class Orchestrator:
                     repository,
                     head_sha,
                     APPROVAL_CHECK,
-                    f"{task_id}:{step}:{head_sha}",
+                    f"{task_id}:{step}:{attempt}:{head_sha}",
                     "in_progress",
                     f"Waiting for approval: {step}",
                     text,
-                    key=f"approval-check:{task_id}:{step}:{head_sha}",
+                    key=f"approval-check:{task_id}:{step}:{attempt}:{head_sha}",
                 ),
                 installation_id,
                 task_id,
@@ -487,7 +530,8 @@ class Orchestrator:
         if task.get("number"):
             self._executor.apply(
                 PostComment(
-                    repository, int(task["number"]), text, key=f"approval-comment:{task_id}:{step}:{head_sha}"
+                    repository, int(task["number"]), text,
+                    key=f"approval-comment:{task_id}:{step}:{attempt}:{head_sha}",
                 ),
                 installation_id,
                 task_id,
@@ -515,11 +559,14 @@ class Orchestrator:
         author = ""
         pull_number = int(approval.get("pull_number") or 0)
         client = self._client(installation_id, repository, task_id)
-        if pull_number and step != "deploy":
+        current_head = head_sha
+        if pull_number:
             pull = client.request("GET", f"/repos/{repository}/pulls/{pull_number}")
             author = str((pull.get("user") or {}).get("login") or "")
-            reviews = list(client.paginate(f"/repos/{repository}/pulls/{pull_number}/reviews"))
-            given += approvals.approvals_from_reviews(reviews)
+            if step != "deploy":  # a code review is not a deploy approval; the PR's author is known
+                current_head = str((pull.get("head") or {}).get("sha") or "")
+                reviews = list(client.paginate(f"/repos/{repository}/pulls/{pull_number}/reviews"))
+                given += approvals.approvals_from_reviews(reviews)
         logins = approvals.candidates(given)
         roles = {login: self._role(repository, installation_id, login, turn) for login in logins}
         teams_of = {login: self._teams(client, login, rule.teams) for login in logins}
@@ -527,6 +574,13 @@ class Orchestrator:
         summary = approvals.summary(count, step)
         details = "\n".join(f"- {chatops.neutralise(login, 60)}: {why}" for login, why in count.ignored)
         check_run_id = int(approval.get("check_run_id") or 0)
+        attempt = int(task.get("attempt") or 1)
+        if current_head != head_sha:
+            # The PR moved and its synchronize event has not expired these approvals yet (or was
+            # lost): they were given for another head, so they cannot let the task go.
+            log.warning("approvals for %s are for %s, the PR head is %s", task_id, head_sha[:12],
+                        current_head[:12], extra={"task_id": task_id, "outcome": "stale_head"})
+            return approvals.ApprovalCount((), count.ignored, count.required)
         if not count.satisfied:
             if check_run_id:
                 self._executor.apply(
@@ -536,7 +590,7 @@ class Orchestrator:
                         "in_progress",
                         f"Waiting for approval: {step}",
                         f"{summary}.\n\nNot counted:\n{details or '- none'}",
-                        key=f"approval-progress:{task_id}:{head_sha}:{_digest(summary + details)}",
+                        key=f"approval-progress:{task_id}:{attempt}:{head_sha}:{_digest(summary + details)}",
                     ),
                     installation_id,
                     task_id,
@@ -554,6 +608,8 @@ class Orchestrator:
             expected=[lifecycle.WAITING_APPROVAL],
             extra={"approval": granted},
             new_attempt=True,
+            # Granted only for the head the approvals were counted on, checked in the transaction.
+            guard=lambda stored: (stored.get("approval") or {}).get("head_sha") == head_sha,
         )
         if not changed.applied:
             return count
@@ -561,7 +617,7 @@ class Orchestrator:
             "grant_approval",
             changed.after,
             "granted",
-            key=f"approval-granted:{task_id}:{head_sha}",
+            key=f"approval-granted:{task_id}:{attempt}:{head_sha}",
             step=step,
             approvers=list(count.counted),
         )
@@ -574,7 +630,7 @@ class Orchestrator:
                     f"Approved: {step}",
                     f"{summary}.",
                     conclusion="success",
-                    key=f"approval-done:{task_id}:{head_sha}",
+                    key=f"approval-done:{task_id}:{attempt}:{head_sha}",
                 ),
                 installation_id,
                 task_id,
@@ -790,7 +846,8 @@ class Orchestrator:
         if verb == chatops.HOLD:
             changed = self._tasks().set_hold(repository, number, actor, command.argument, now, held=True)
             reply = (
-                f"Held #{number}: no agent starts or continues work on it until `/unhold`."
+                f"Held #{number}: no new work on it is dispatched and no waiting step continues until "
+                "`/unhold`."
                 if changed
                 else f"#{number} was already on hold."
             )
@@ -889,7 +946,7 @@ class Orchestrator:
             head_sha = str((task.get("approval") or {}).get("head_sha") or "")
 
             def add(approval: dict[str, Any], head_sha: str = head_sha) -> dict[str, Any] | None:
-                if approval.get("head_sha") != head_sha:
+                if (approval.get("head_sha") or "") != head_sha:
                     return None
                 others = [a for a in approval.get("approvers") or [] if a.get("login") != login]
                 return {
@@ -954,20 +1011,27 @@ class Orchestrator:
             for task in self._tasks().query(status=status):
                 if task.get("agent") == core.ORCHESTRATOR:
                     continue
-                policy = (
-                    self._policy(str(task["repository"]), int(task.get("installation_id") or 0), turn).policy
-                    if task.get("repository")
-                    else policies.DEFAULT_POLICY
-                )
-                reason = lifecycle.stall_reason(task, now, timedelta(minutes=policy.heartbeat_minutes))
-                if not reason:
-                    continue
-                if self._stalled(task, reason, policy.max_attempts, turn) == "retry":
-                    retried += 1
-                else:
-                    escalated += 1
+                try:
+                    repository = str(task.get("repository") or "")
+                    installation_id = int(task.get("installation_id") or 0)
+                    policy = (self._policy(repository, installation_id, turn).policy if repository
+                              else policies.DEFAULT_POLICY)
+                    reason = lifecycle.stall_reason(task, now, timedelta(minutes=policy.heartbeat_minutes))
+                    if not reason:
+                        continue
+                    if self._stalled(task, reason, policy.max_attempts, turn) == "retry":
+                        retried += 1
+                    else:
+                        escalated += 1
+                except (RetryableError, PermanentError) as exc:
+                    turn.failures += 1
+                    log.error("could not sweep task: %s", exc, extra={"task_id": task.get("task_id"),
+                                                                       "outcome": "sweep_failed"})
         woken = self.wake_waiting(None, turn)
-        return f"{retried} stalled task(s) retried, {escalated} escalated, {woken} waiting task(s) dispatched"
+        summary = (f"{retried} stalled task(s) retried, {escalated} escalated, "
+                   f"{woken} waiting task(s) dispatched")
+        return summary + (f"; {turn.failures} could not be handled and wait for the next sweep"
+                          if turn.failures else "")
 
     def _stalled(self, task: Mapping[str, Any], reason: str, max_attempts: int, turn: Turn) -> str:
         task_id, now = str(task["task_id"]), self._clock()
@@ -1052,10 +1116,11 @@ class Orchestrator:
                 try:
                     cached = policies.fetch_policy(self._client(installation_id, repository), repository)
                 except PermanentError as exc:
-                    # Forbidden or gone: act as for an invalid file (no code changes, no deploys)
-                    # rather than drop the event.
+                    # Forbidden (a suspended installation, say): the safe policy for anything that
+                    # asks, and tasks wait rather than run or end under rules nobody wrote.
                     problem = policies.PolicyProblem(0, 0, "", f"the file cannot be read: {exc}")
                     cached = policies.PolicyLoad(policies.SAFE_POLICY, "invalid", (problem,))
+                    turn.unreadable[repository] = f"{policies.POLICY_PATH} cannot be read: {exc}"
             turn.policies[repository] = cached
         return cached
 

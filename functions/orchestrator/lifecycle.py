@@ -111,7 +111,8 @@ class Usage:
         return self if self.day == day else Usage(day)
 
     def plus(self, tasks: int = 0, cost: float = 0.0) -> Usage:
-        return Usage(self.day, self.tasks + tasks, self.cost + cost)
+        """Add (or give back) use; never below zero, as when a give-back crosses midnight."""
+        return Usage(self.day, max(self.tasks + tasks, 0), max(self.cost + cost, 0.0))
 
     def to_doc(self) -> dict[str, Any]:
         return {"day": self.day, "tasks": self.tasks, "cost": self.cost}
@@ -158,6 +159,7 @@ class GateFacts:
     approval_step: str = ""  # a step this task must have approved before it goes
     approved: bool = False
     exempt_from_pause: bool = False  # the orchestrator's own jobs (sweeps) run while agents are paused
+    policy_unavailable: str = ""  # why the repo's policy could not be read, so nothing can be decided
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class Gate:
 
 def gate(facts: GateFacts, task_id: str, now: datetime) -> Gate:
     """May this queued task be dispatched now? If not, why, in words a person can act on."""
+    if facts.policy_unavailable:
+        return Gate("wait", facts.policy_unavailable)
     if not facts.agent_enabled:
         return Gate("block", facts.disabled_reason or f"the {facts.agent} agent is off for this repository")
     if facts.global_paused and not facts.exempt_from_pause:

@@ -161,8 +161,12 @@ def test_kill_switch_stops_all_dispatch_from_the_next_message_and_resume_release
 
     assert cli.main(["agents"]) == 0
     assert "ALL AGENTS PAUSED" in capsys.readouterr().out
+    ticks = tap(admin, topology.SCHEDULE_TICKS)
     assert cli.main(["resume", "--all"]) == 0
-    assert "1 waiting task(s) dispatched" in capsys.readouterr().out
+    assert "task sweep" in capsys.readouterr().out
+    [tick] = drain(admin, ticks, expect=1)
+    assert ScheduleTick.decode(tick.data).job == "task_sweep"
+    push(client, project, topology.SCHEDULE_TICKS, tick.data, message_id=tick.message_id)
     assert len(pulled(admin, taps, "code", expect=1)) == 1
     assert ("pause", "changed") in audit_actions(services)
 

@@ -124,3 +124,44 @@ def test_audit_entries_are_written_once_per_key(services):
     assert len(entries) == 1
     assert entries[0]["facts"] == {"agent": "test"}
     assert entries[0]["expire_at"] > entries[0]["at"]
+
+
+def code_spec(task_id: str) -> TaskSpec:
+    return TaskSpec(task_id, "implement_issue", "code", "o/r", 1, f"issue/{task_id}", "delivery/d",
+                    {"issue_number": 1})
+
+
+CODE_SLOT = DispatchPolicy(slot="code:o/r", slot_limit=1)
+
+
+def test_a_task_cancelled_mid_dispatch_gives_its_concurrency_slot_back(services):
+    tasks = services.tasks()
+    assert tasks.begin_dispatch(code_spec("c-1"), CODE_SLOT, NOW).outcome is Dispatch.DISPATCH
+    assert tasks.begin_dispatch(code_spec("c-2"), CODE_SLOT, NOW).outcome == "wait"
+    assert tasks.transition("c-1", "cancelled", "/cancel", "@writer", NOW).applied
+    tasks.finish_dispatch("c-1", "m-late", NOW)  # the publish that was in flight lands afterwards
+    assert tasks.get("c-1")["status"] == "cancelled"
+    assert tasks.control()["slots"]["code:o/r"] == []
+    assert tasks.begin_dispatch(code_spec("c-2"), CODE_SLOT, NOW).outcome is Dispatch.DISPATCH
+
+
+def test_a_result_that_overtakes_the_dispatch_mark_is_applied(services):
+    tasks = services.tasks()
+    tasks.begin_dispatch(code_spec("fast"), CODE_SLOT, NOW)
+    changed = tasks.record_result("fast", "code", 1, "succeeded", "done already", NOW)
+    assert changed.applied and changed.released_slot == "code:o/r"
+    tasks.finish_dispatch("fast", "m-1", NOW)
+    stored = tasks.get("fast")
+    assert stored["status"] == "succeeded"
+    assert [h["to"] for h in stored["history"]] == ["queued", "succeeded"]
+
+
+def test_an_approval_grant_for_an_old_head_is_refused_in_the_transaction(services):
+    tasks = services.tasks()
+    policy = DispatchPolicy(approval_step="deploy", approval_rule={"count": 1})
+    assert tasks.begin_dispatch(spec("gate"), policy, NOW).outcome == "approval"
+    tasks.update_approval("gate", lambda a: {**a, "head_sha": "new"}, NOW)  # a push expired it
+    moved = tasks.transition("gate", "queued", "approved", "@writer", NOW, expected=["waiting_approval"],
+                             guard=lambda stored: stored["approval"]["head_sha"] == "old")
+    assert not moved.applied
+    assert tasks.get("gate")["status"] == "waiting_approval"

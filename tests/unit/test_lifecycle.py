@@ -96,6 +96,9 @@ def given(**changes) -> GateFacts:
 GATE_CASES = [
     # (id, facts, task id, expected outcome, expected reason)
     ("everything-fine", BASE, "t-1", "dispatch", ""),
+    ("unreadable-policy-waits-before-anything", given(policy_unavailable="cannot be read: 403",
+                                                     agent_enabled=False), "t-1", "wait",
+     "cannot be read: 403"),
     ("agent-disabled", given(agent_enabled=False), "t-1", "block",
      "the code agent is off for this repository"),
     ("agent-disabled-with-reason", given(agent_enabled=False, disabled_reason="policy file is invalid"),
