@@ -332,3 +332,32 @@ def test_internal_envelope_dispatch_uses_one_code_path(services):
     envelope = Envelope(topology.SCHEDULE_TICKS, "m-1", now, {}, ScheduleTick("task_sweep"))
     services.orchestrator()(envelope)
     assert services.ledger().get("tick-m-1")["processed_by"]["orchestrator"]["job"] == "task_sweep"
+
+
+def test_the_policy_is_read_through_the_contents_api_and_then_revalidated_for_free(
+    repo, function_client, admin, services, project, taps
+):
+    client = function_client("orchestrator")
+    send(client, project, event("issues", labelled(1)))
+    send(client, project, event("pull_request", pull_opened(6, "d" * 40)))
+    reads = [status for method, path, status in repo.requests
+             if method == "GET" and path.endswith("/contents/.github/agent-ops.yml")]
+    assert reads[0] == 200 and set(reads[1:]) == {304}  # ETag: unchanged file, no rate limit spent
+
+
+def test_a_result_with_malformed_details_is_acked_audited_and_changes_nothing(
+    repo, function_client, admin, services, project, taps
+):
+    client = function_client("orchestrator")
+    send(client, project, event("issues", labelled(2)))
+    [task] = pulled(admin, taps, "code", expect=1)
+    bad = AgentTaskResult(task.task_id, "code", task.attempt, "succeeded", "done", "{not json", now_millis())
+    response = push(client, project, topology.AGENT_RESULTS, bad.encode(), message_id="bad-1")
+    assert response.status_code == 200  # retrying cannot fix it
+    assert services.tasks().get(task.task_id)["status"] == "dispatched"
+    drops = [d.to_dict() for d in services.firestore().collection("audit").stream()
+             if d.to_dict()["action"] == "drop_message"]
+    assert [(d["outcome"], "details of result" in d["facts"]["reason"]) for d in drops] == [
+        ("permanent_error", True)]
+    report(client, project, task, "succeeded", "done")  # the agent's corrected report still lands
+    assert services.tasks().get(task.task_id)["status"] == "succeeded"
