@@ -145,24 +145,24 @@ def _perform(client: Any, action: Action) -> Any:
             idempotent=True,
         )
     if isinstance(action, CreateCheckRun):
-        fields: dict[str, Any] = {
-            "status": action.status,
-            "output": {"title": action.title[:255], "summary": action.summary[:65_000]},
-        }
-        if action.conclusion:
-            fields["conclusion"] = action.conclusion
         return checks.create_check_run_once(
-            client, repo, action.head_sha, action.name, action.external_id, **fields
+            client, repo, action.head_sha, action.name, action.external_id, **_check_fields(action)
         )
-    body: dict[str, Any] = {
+    return client.request(
+        "PATCH", f"/repos/{repo}/check-runs/{action.check_run_id}", json_body=_check_fields(action),
+        idempotent=True,
+    )
+
+
+def _check_fields(action: CreateCheckRun | UpdateCheckRun) -> dict[str, Any]:
+    """Status, output (within GitHub's limits) and, when completed, the conclusion."""
+    fields: dict[str, Any] = {
         "status": action.status,
         "output": {"title": action.title[:255], "summary": action.summary[:65_000]},
     }
     if action.conclusion:
-        body["conclusion"] = action.conclusion
-    return client.request(
-        "PATCH", f"/repos/{repo}/check-runs/{action.check_run_id}", json_body=body, idempotent=True
-    )
+        fields["conclusion"] = action.conclusion
+    return fields
 
 
 def _verb(name: str) -> str:

@@ -821,24 +821,9 @@ class Orchestrator:
                 "",
                 turn.delivery_id,
             )
-            self._executor.apply(
-                PostComment(
-                    repository, number, chatops.refusal(login, verb, needed, role), key=f"{key}:reply"
-                ),
-                installation_id,
-                "",
-                turn.delivery_id,
-            )
-            self._audit().record(
-                key=f"{key}:refused",
-                actor=login,
-                action=f"chatops_{verb.replace(' ', '_')}",
-                subject=subject,
-                outcome="refused",
-                role=role,
-                needed=needed,
-                **base,
-            )
+            self._answer(repository, installation_id, number, key, chatops.refusal(login, verb, needed, role),
+                         turn, login=login, verb=verb, subject=subject, outcome="refused", role=role,
+                         needed=needed, **base)
             return
         now = self._clock()
         actor = f"@{login}"
@@ -919,23 +904,18 @@ class Orchestrator:
                 "`/unhold`, `/retry`, `/cancel`, `/approve [task]`, `/agents pause`, `/agents resume`, "
                 "`/agents status`."
             )
-        self._executor.apply(
-            PostComment(repository, number, f"@{chatops.neutralise(login, 60)} {reply}", key=f"{key}:reply"),
-            installation_id,
-            "",
-            turn.delivery_id,
-        )
-        self._audit().record(
-            key=f"{key}:done",
-            actor=login,
-            action=f"chatops_{verb.replace(' ', '_')}",
-            subject=subject,
-            outcome="ok",
-            role=role,
-            affected=affected,
-            argument=command.argument[:200],
-            **base,
-        )
+        self._answer(repository, installation_id, number, key, f"@{chatops.neutralise(login, 60)} {reply}",
+                     turn, login=login, verb=verb, subject=subject, outcome="ok", role=role,
+                     affected=affected, argument=command.argument[:200], **base)
+
+    def _answer(self, repository: str, installation_id: int, number: int, key: str, reply: str, turn: Turn,
+                *, login: str, verb: str, subject: str, outcome: str, **facts: Any) -> None:
+        """Reply to a command, then audit it as done (or refused): the audit record is its receipt."""
+        self._executor.apply(PostComment(repository, number, reply, key=f"{key}:reply"), installation_id, "",
+                             turn.delivery_id)
+        self._audit().record(key=f"{key}:{'done' if outcome == 'ok' else outcome}", actor=login,
+                             action=f"chatops_{verb.replace(' ', '_')}", subject=subject, outcome=outcome,
+                             **facts)
 
     def _approve(self, waiting: list[dict[str, Any]], login: str, turn: Turn) -> str:
         if not waiting:
