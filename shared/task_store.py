@@ -1,8 +1,11 @@
 """The orchestrator's state in Firestore: tasks, the control flags, repo holds and budgets, agents.
 
 - `tasks/{id}`: one task, its status, attempts, dependencies, what it waits on and its history.
-- `control/global`: the kill switch, paused agents, the global budget's use today and the
-  concurrency slots (which tasks hold `code:<repo>` or `deploy:<service>`).
+- `control/global`: the kill switch and paused agents. It is read by every dispatch and written
+  only by a pause or resume, so it is never a write hot spot.
+- `control/usage-<day>`: the global budget's use that UTC day (increments, read only when a
+  global budget is set); `control/slot-<slot>`: which tasks hold a concurrency slot such as
+  `code:<repo>` or `deploy:<service>`, read only by tasks that take that slot.
 - `repos/{owner:name}`: a repo-wide pause, holds per issue or PR number, the repo budget's use.
 - `agents/{name}`: state, heartbeat, current task and counters.
 
@@ -78,6 +81,8 @@ class Changed:
     before: Mapping[str, Any]
     after: Mapping[str, Any]
     released_slot: str = ""
+    left_active: bool = False
+    heartbeat: bool = False
 
 
 def _history(data: Mapping[str, Any], entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -115,6 +120,20 @@ class FirestoreTasks:
 
     def _agent(self, name: str) -> Any:
         return self._client.collection(AGENTS).document(name)
+
+    def _usage(self, day: str) -> Any:
+        return self._client.collection(CONTROL).document(f"usage-{day}")
+
+    def _slot(self, slot: str) -> Any:
+        return self._client.collection(CONTROL).document("slot-" + slot.replace("/", ":"))
+
+    def global_usage(self, day: str) -> Usage:
+        doc = self._read(f"usage {day}", lambda: self._usage(day).get().to_dict() or {})
+        return Usage(day, int(doc.get("tasks") or 0), float(doc.get("cost") or 0.0))
+
+    def slot_holders(self, slot: str) -> list[str]:
+        doc = self._read(f"slot {slot}", lambda: self._slot(slot).get().to_dict() or {})
+        return list(doc.get("holders") or [])
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         from google.cloud import firestore
@@ -199,6 +218,12 @@ class FirestoreTasks:
         for dependency in depends_on:
             dep = self._task(dependency).get(transaction=transaction).to_dict() or {}
             dependencies[dependency] = str(dep.get("status") or "")
+        day = lifecycle.budget_day(now)
+        holders = (list((self._slot(policy.slot).get(transaction=transaction).to_dict() or {}).get("holders")
+                        or []) if policy.slot else [])
+        global_limited = policy.global_daily_tasks is not None or policy.global_daily_cost is not None
+        used = (self._usage(day).get(transaction=transaction).to_dict() or {}
+                if global_limited and spec.repository else {})
         if data is None:
             data = _new_task(spec, depends_on, now)
             transaction.create(ref, data)
@@ -212,7 +237,6 @@ class FirestoreTasks:
         lease = data.get("dispatch_lease_until")
         if lease and lease > now and not created:
             return Begun(Dispatch.BUSY, attempt, Gate("busy"), data)
-        slots = dict(control.get("slots") or {})
         approval = data.get("approval") or {}
         facts = GateFacts(
             agent=spec.agent,
@@ -230,12 +254,12 @@ class FirestoreTasks:
             if data.get("number") else "",
             dependencies=dependencies,
             slot=policy.slot,
-            slot_holders=tuple(slots.get(policy.slot) or ()),
+            slot_holders=tuple(holders),
             slot_limit=policy.slot_limit,
             repo_usage=Usage.from_doc(repo.get("usage")),
             repo_daily_tasks=policy.repo_daily_tasks,
             repo_daily_cost=policy.repo_daily_cost,
-            global_usage=Usage.from_doc(control.get("usage")),
+            global_usage=Usage(day, int(used.get("tasks") or 0), float(used.get("cost") or 0.0)),
             global_daily_tasks=policy.global_daily_tasks,
             global_daily_cost=policy.global_daily_cost,
             approval_step=policy.approval_step,
@@ -247,19 +271,16 @@ class FirestoreTasks:
         updates: dict[str, Any] = {"updated_at": now}
         if decision.outcome == "dispatch":
             updates.update(dispatch_lease_until=now + DISPATCH_LEASE, waiting_on="", slot=policy.slot)
-            control_updates: dict[str, Any] = {}
             if policy.slot:
-                holders = [h for h in slots.get(policy.slot) or [] if h != spec.task_id] + [spec.task_id]
-                control_updates["slots"] = {policy.slot: holders}
+                transaction.set(self._slot(policy.slot), {
+                    "slot": policy.slot, "updated_at": now,
+                    "holders": [h for h in holders if h != spec.task_id] + [spec.task_id]})
             if spec.repository:
-                day = lifecycle.budget_day(now)
-                control_updates["usage"] = Usage.from_doc(control.get("usage")).on(day).plus(1).to_doc()
                 transaction.set(self._repo(spec.repository), {
                     "usage": Usage.from_doc(repo.get("usage")).on(day).plus(1).to_doc(),
                     "full_name": spec.repository,
                 }, merge=True)
-            if control_updates:
-                _set_fields(transaction, self._control(), control_updates)
+                _count(transaction, self._usage(day), day, tasks=1)
             transaction.update(ref, updates)
             return Begun(Dispatch.DISPATCH, attempt, decision, {**data, **updates})
         if decision.outcome == "wait":
@@ -291,16 +312,22 @@ class FirestoreTasks:
 
     def finish_dispatch(self, task_id: str, message_id: str, now: datetime,
                         deadline: datetime | None = None) -> None:
-        self._run(self._finish_dispatch, task_id, message_id, now, deadline)
+        agent = self._run(self._finish_dispatch, task_id, message_id, now, deadline)
+        if agent:
+            from google.cloud import firestore
+
+            # Outside the transaction and without a read: a status display must not make every
+            # dispatch of one agent contend for its document.
+            self._write(f"agent {agent}", lambda: self._agent(agent).set({
+                "name": agent, "state": "busy", "current_task": task_id, "last_dispatch_at": now,
+                "current_tasks": firestore.ArrayUnion([task_id]), "updated_at": now}, merge=True))
 
     def _finish_dispatch(self, transaction: Any, task_id: str, message_id: str, now: datetime,
-                         deadline: datetime | None) -> None:
+                         deadline: datetime | None) -> str:
         ref = self._task(task_id)
         data = ref.get(transaction=transaction).to_dict() or {}
-        agent_ref = self._agent(str(data.get("agent") or "unknown"))
-        agent = agent_ref.get(transaction=transaction).to_dict() or {}
         if data.get("status") != lifecycle.QUEUED:
-            return
+            return ""
         transaction.update(ref, {
             "status": lifecycle.DISPATCHED, "updated_at": now, "dispatched_at": now,
             "heartbeat_at": now, "message_id": message_id, "dispatch_lease_until": None,
@@ -309,12 +336,7 @@ class FirestoreTasks:
                 now, lifecycle.QUEUED, lifecycle.DISPATCHED, f"published as message {message_id}",
                 "orchestrator")),
         })
-        current = [t for t in agent.get("current_tasks") or [] if t != task_id] + [task_id]
-        transaction.set(agent_ref, {
-            "name": data.get("agent"), "state": "paused" if agent.get("paused") else "busy",
-            "current_task": task_id, "current_tasks": current[-20:], "updated_at": now,
-            "last_dispatch_at": now,
-        }, merge=True)
+        return str(data.get("agent") or "")
 
     def abandon_dispatch(self, task_id: str, reason: str, now: datetime) -> None:
         """A publish failed: give the lease back, free the slot and the budget it took."""
@@ -323,27 +345,65 @@ class FirestoreTasks:
     def _abandon(self, transaction: Any, task_id: str, reason: str, now: datetime) -> None:
         ref = self._task(task_id)
         data = ref.get(transaction=transaction).to_dict() or {}
-        control = self._control().get(transaction=transaction).to_dict() or {}
         repository = str(data.get("repository") or "")
         repo = self._repo(repository).get(transaction=transaction).to_dict() or {} if repository else {}
+        slot = self._read_slot(transaction, data)
         if data.get("status") != lifecycle.QUEUED:
             return
         transaction.update(ref, {"dispatch_lease_until": None, "last_error": reason[:500], "updated_at": now})
-        control_updates = _slot_release(control, data)
+        self._release(transaction, data, slot, now)
         if repository:
             day = lifecycle.budget_day(now)
-            control_updates["usage"] = Usage.from_doc(control.get("usage")).on(day).plus(-1).to_doc()
             transaction.set(self._repo(repository), {
                 "usage": Usage.from_doc(repo.get("usage")).on(day).plus(-1).to_doc()}, merge=True)
-        if control_updates:
-            _set_fields(transaction, self._control(), control_updates)
+            _count(transaction, self._usage(day), day, tasks=-1)
 
     # ---- results and transitions ---------------------------------------------------------
 
     def record_result(self, task_id: str, agent: str, attempt: int, status: str, summary: str,
                       now: datetime, details: Mapping[str, Any] | None = None) -> Changed:
-        return self._run(self._record_result, task_id, agent, attempt, status, summary, now,
-                         dict(details or {}))
+        changed = self._run(self._record_result, task_id, agent, attempt, status, summary, now,
+                            dict(details or {}))
+        self._after(changed, now)
+        return changed
+
+    def _after(self, changed: Changed, now: datetime) -> None:
+        """The agent's status document, kept after the task's transaction so it is no hot spot."""
+        agent = str(changed.before.get("agent") or "")
+        if not changed.applied or not agent:
+            return
+        if changed.heartbeat:
+            self._write(f"agent {agent}", lambda: self._agent(agent).set(
+                {"name": agent, "last_heartbeat": now, "updated_at": now}, merge=True))
+        elif changed.left_active:
+            self._run(self._agent_done, agent, changed.before, str(changed.after.get("status")), now)
+
+    def _agent_done(self, transaction: Any, agent: str, task: Mapping[str, Any], target: str,
+                    now: datetime) -> None:
+        ref = self._agent(agent)
+        doc = ref.get(transaction=transaction).to_dict() or {}
+        transaction.set(ref, _agent_after(doc, task, target, now), merge=True)
+
+    def _write(self, what: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except _google_errors() as exc:
+            raise RetryableError(f"write {what}: {exc}") from exc
+
+    def _read_slot(self, transaction: Any, task: Mapping[str, Any]) -> dict[str, Any]:
+        slot = str(task.get("slot") or "")
+        return self._slot(slot).get(transaction=transaction).to_dict() or {} if slot else {}
+
+    def _release(self, transaction: Any, task: Mapping[str, Any], slot_doc: Mapping[str, Any],
+                 now: datetime) -> bool:
+        """Give the task's concurrency slot back, if it holds it. True when it did."""
+        holders = list(slot_doc.get("holders") or [])
+        if not task.get("slot") or task.get("task_id") not in holders:
+            return False
+        transaction.set(self._slot(str(task["slot"])), {
+            "slot": task["slot"], "updated_at": now,
+            "holders": [h for h in holders if h != task.get("task_id")]})
+        return True
 
     def _record_result(self, transaction: Any, task_id: str, agent: str, attempt: int, status: str,
                        summary: str, now: datetime, details: dict[str, Any]) -> Changed:
@@ -370,9 +430,7 @@ class FirestoreTasks:
                 updates["history"] = _history(data, lifecycle.history_entry(
                     now, current, lifecycle.RUNNING, summary, agent))
             transaction.update(ref, updates)
-            transaction.set(self._agent(agent), {"name": agent, "last_heartbeat": now, "updated_at": now},
-                            merge=True)
-            return Changed(True, data, {**data, **updates})
+            return Changed(True, data, {**data, **updates}, heartbeat=True)
         if not lifecycle.allowed(current, target) or current == target:
             return Changed(False, data, data)
         return self._finish(transaction, data, target, summary, agent, now, details,
@@ -388,10 +446,8 @@ class FirestoreTasks:
         task_id = str(data["task_id"])
         current = str(data.get("status"))
         repository = str(data.get("repository") or "")
-        control = self._control().get(transaction=transaction).to_dict() or {}
         repo = self._repo(repository).get(transaction=transaction).to_dict() or {} if repository else {}
-        agent_ref = self._agent(str(data.get("agent") or "unknown"))
-        agent = agent_ref.get(transaction=transaction).to_dict() or {}
+        slot = self._read_slot(transaction, data) if target not in lifecycle.ACTIVE else {}
         cost = cost_units(details)
         updates: dict[str, Any] = {
             "status": target, "updated_at": now, "dispatch_lease_until": None,
@@ -405,14 +461,11 @@ class FirestoreTasks:
         if cost:
             updates["cost_units"] = float(data.get("cost_units") or 0.0) + cost
         leaving_active = current in lifecycle.ACTIVE and target not in lifecycle.ACTIVE
-        # A slot is taken when the dispatch begins, so a task that is cancelled, blocked or sent
-        # back to the queue gives it back whether or not it was marked dispatched yet.
-        control_updates = _slot_release(control, data) if target not in lifecycle.ACTIVE else {}
         if cost and repository:
             day = lifecycle.budget_day(now)
-            control_updates["usage"] = Usage.from_doc(control.get("usage")).on(day).plus(cost=cost).to_doc()
             transaction.set(self._repo(repository), {
                 "usage": Usage.from_doc(repo.get("usage")).on(day).plus(cost=cost).to_doc()}, merge=True)
+            _count(transaction, self._usage(day), day, cost=cost)
         if target == lifecycle.WAITING_APPROVAL:
             # Without details the step is "approval" with no head: only /approve comments count.
             request = details.get("approval") if isinstance(details.get("approval"), Mapping) else {}
@@ -424,12 +477,11 @@ class FirestoreTasks:
                 "requested_at": now, "approvers": [], "check_run_id": 0,
             }
         transaction.update(self._task(task_id), updates)
-        if control_updates:
-            _set_fields(transaction, self._control(), control_updates)
-        if leaving_active:
-            transaction.set(agent_ref, _agent_after(agent, data, target, now), merge=True)
-        released = str(data.get("slot") or "") if "slots" in control_updates else ""
-        return Changed(True, data, {**data, **updates}, released)
+        # A slot is taken when the dispatch begins, so a task that is cancelled, blocked or sent
+        # back to the queue gives it back whether or not it was marked dispatched yet.
+        released = (str(data.get("slot")) if target not in lifecycle.ACTIVE
+                    and self._release(transaction, data, slot, now) else "")
+        return Changed(True, data, {**data, **updates}, released, left_active=leaving_active)
 
     def transition(self, task_id: str, target: str, reason: str, actor: str, now: datetime,
                    expected: Sequence[str] | None = None, extra: Mapping[str, Any] | None = None,
@@ -439,8 +491,10 @@ class FirestoreTasks:
 
         `guard` sees the task as it is inside the transaction; False leaves it unchanged.
         """
-        return self._run(self._transition, task_id, target, reason, actor, now,
-                         tuple(expected) if expected else None, dict(extra or {}), new_attempt, guard)
+        changed = self._run(self._transition, task_id, target, reason, actor, now,
+                            tuple(expected) if expected else None, dict(extra or {}), new_attempt, guard)
+        self._after(changed, now)
+        return changed
 
     def _transition(self, transaction: Any, task_id: str, target: str, reason: str, actor: str,
                     now: datetime, expected: tuple[str, ...] | None, extra: dict[str, Any],
@@ -569,17 +623,16 @@ def _pause_text(doc: Mapping[str, Any]) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def _slot_release(control: Mapping[str, Any], task: Mapping[str, Any]) -> dict[str, Any]:
-    slot = str(task.get("slot") or "")
-    holders = list((control.get("slots") or {}).get(slot) or []) if slot else []
-    if task.get("task_id") not in holders:
-        return {}
-    return {"slots": {slot: [h for h in holders if h != task.get("task_id")]}}
+def _count(transaction: Any, ref: Any, day: str, tasks: int = 0, cost: float = 0.0) -> None:
+    """Add to a day's global use without reading it: increments do not contend with each other."""
+    from google.cloud import firestore
 
-
-def _set_fields(transaction: Any, ref: Any, fields: Mapping[str, Any]) -> None:
-    """Merge fields (nested maps merge key by key) into a document that may not exist yet."""
-    transaction.set(ref, dict(fields), merge=True)
+    fields: dict[str, Any] = {"day": day}
+    if tasks:
+        fields["tasks"] = firestore.Increment(tasks)
+    if cost:
+        fields["cost"] = firestore.Increment(cost)
+    transaction.set(ref, fields, merge=True)
 
 
 def _agent_after(agent: Mapping[str, Any], task: Mapping[str, Any], target: str, now: datetime

@@ -908,10 +908,10 @@ class Orchestrator:
                      turn, login=login, verb=verb, subject=subject, outcome="ok", role=role,
                      affected=affected, argument=command.argument[:200], **base)
 
-    def _answer(self, repository: str, installation_id: int, number: int, key: str, reply: str, turn: Turn,
+    def _answer(self, repo: str, installation_id: int, number: int, key: str, reply: str, turn: Turn,
                 *, login: str, verb: str, subject: str, outcome: str, **facts: Any) -> None:
         """Reply to a command, then audit it as done (or refused): the audit record is its receipt."""
-        self._executor.apply(PostComment(repository, number, reply, key=f"{key}:reply"), installation_id, "",
+        self._executor.apply(PostComment(repo, number, reply, key=f"{key}:reply"), installation_id, "",
                              turn.delivery_id)
         self._audit().record(key=f"{key}:{'done' if outcome == 'ok' else outcome}", actor=login,
                              action=f"chatops_{verb.replace(' ', '_')}", subject=subject, outcome=outcome,

@@ -141,7 +141,7 @@ def test_a_task_cancelled_mid_dispatch_gives_its_concurrency_slot_back(services)
     assert tasks.transition("c-1", "cancelled", "/cancel", "@writer", NOW).applied
     tasks.finish_dispatch("c-1", "m-late", NOW)  # the publish that was in flight lands afterwards
     assert tasks.get("c-1")["status"] == "cancelled"
-    assert tasks.control()["slots"]["code:o/r"] == []
+    assert tasks.slot_holders("code:o/r") == []
     assert tasks.begin_dispatch(code_spec("c-2"), CODE_SLOT, NOW).outcome is Dispatch.DISPATCH
 
 
