@@ -1,0 +1,58 @@
+"""Run the App Engine sandbox: `python -m sandbox.appengine --port 8090 [--app agentops-local]`.
+
+Prints `appengine sandbox: http://127.0.0.1:PORT`, then `ready`, and serves until Ctrl-C or SIGTERM,
+which stop every version server and router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from sandbox.appengine.server import DEFAULT_APP, DEFAULT_OPERATION_DELAY_SECONDS, AppEngineSandbox
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.appengine",
+        description="A local App Engine Admin API v1 whose versions really serve.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--app", default=DEFAULT_APP,
+                        help=f"the app id, appsId in paths (default: {DEFAULT_APP})")
+    parser.add_argument("--operation-delay", type=float, default=DEFAULT_OPERATION_DELAY_SECONDS,
+                        help="seconds until an operation is done (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed traffic and fault sampling, for repeatable runs")
+    args = parser.parse_args(argv)
+    if args.operation_delay < 0:
+        parser.error("--operation-delay must be >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sandbox = AppEngineSandbox(app=args.app, operation_delay=args.operation_delay, port=args.port,
+                               seed=args.seed)
+    try:
+        url = sandbox.start()
+    except OSError as exc:
+        print(f"appengine sandbox: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    print(f"appengine sandbox: {url}", flush=True)
+    print("ready", flush=True)
+    try:
+        while not stop.wait(timeout=1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
