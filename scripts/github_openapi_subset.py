@@ -1,8 +1,8 @@
-"""Regenerate tests/fixtures/github/openapi-subset.json from GitHub's official REST description.
+"""Regenerate sandbox/github/openapi-subset.json from GitHub's official REST description.
 
-The project validates every request it sends, and every response its fakes return, against the
-operations it uses. The full description is 13 MB; this keeps those operations and the components
-they reference. Usage:
+The project validates every request it sends, and every response the GitHub sandbox returns,
+against the operations it uses. The full description is 13 MB; this keeps those operations and
+the components they reference. Usage:
 
     npm pack @octokit/openapi@23.0.2 && tar xzf octokit-openapi-23.0.2.tgz
     python scripts/github_openapi_subset.py package/generated/api.github.com.json
@@ -58,7 +58,7 @@ OPERATIONS = (
     "issues/update-comment",
     "issues/remove-label",
 )
-OUTPUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "github" / "openapi-subset.json"
+OUTPUT = Path(__file__).resolve().parent.parent / "sandbox" / "github" / "openapi-subset.json"
 
 
 def _refs(node: Any) -> set[str]:

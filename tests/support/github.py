@@ -10,13 +10,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "github"
+EXAMPLES = Path(__file__).resolve().parents[2] / "sandbox" / "github" / "webhook-examples.json"
 
 
 @functools.cache
 def webhook_examples() -> list[tuple[str, dict[str, Any]]]:
     """Every (event, body) pair from GitHub's official webhook examples."""
-    catalogue = json.loads((FIXTURES / "webhook-examples.json").read_text())
+    catalogue = json.loads(EXAMPLES.read_text())
     return [(entry["name"], body) for entry in catalogue for body in entry["examples"]]
 
 

@@ -1,0 +1,142 @@
+"""A client of the GitHub sandbox's control API (`/_sandbox/`): people's actions, faults, deliveries.
+
+    control = SandboxControl("http://127.0.0.1:8070")
+    issue = control.open_issue("octo/widgets", "Add a /version endpoint", author="alice")
+    control.add_label("octo/widgets", issue["number"], "agent-task", actor="alice")
+
+Each action method takes the same arguments as the `GitHubSandbox` method of the same name and
+returns its JSON answer. A refused action raises `SandboxError` with the sandbox's message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SandboxError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SandboxControl:
+    def __init__(self, base_url: str, timeout: float = 30.0, session: Any = None) -> None:
+        if session is None:
+            import requests
+
+            session = requests.Session()
+        self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._session = session
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
+              params: dict[str, str] | None = None) -> Any:
+        import requests
+
+        url = f"{self.base_url}/_sandbox/{path}"
+        try:
+            response = self._session.request(method, url, json=body, params=params, timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise SandboxError(f"{method} {url}: the GitHub sandbox does not answer ({type(exc).__name__})",
+                               0) from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {"message": response.text[:200]}
+        if response.status_code >= 400:
+            message = answer.get("message") if isinstance(answer, dict) else answer
+            raise SandboxError(f"{method} /_sandbox/{path}: {response.status_code}: {message}",
+                               response.status_code)
+        return answer
+
+    def _act(self, action: str, **arguments: Any) -> Any:
+        return self._call("POST", f"actions/{action}",
+                          {key: value for key, value in arguments.items() if value is not None})
+
+    # ---- people's actions -------------------------------------------------------------------
+
+    def install(self, sender: str = "octocat") -> dict[str, Any]:
+        return self._act("install", sender=sender)
+
+    def open_issue(self, repo: str, title: str, body: str = "", author: str = "octocat") -> dict[str, Any]:
+        return self._act("open_issue", repo=repo, title=title, body=body, author=author)
+
+    def add_label(self, repo: str, number: int, label: str, actor: str = "octocat") -> list[str]:
+        return self._act("add_label", repo=repo, number=number, label=label, actor=actor)
+
+    def remove_label(self, repo: str, number: int, label: str, actor: str = "octocat") -> list[str]:
+        return self._act("remove_label", repo=repo, number=number, label=label, actor=actor)
+
+    def assign(self, repo: str, number: int, assignee: str, actor: str = "octocat") -> list[str]:
+        return self._act("assign", repo=repo, number=number, assignee=assignee, actor=actor)
+
+    def close_issue(self, repo: str, number: int, actor: str = "octocat") -> dict[str, Any]:
+        return self._act("close_issue", repo=repo, number=number, actor=actor)
+
+    def comment(self, repo: str, number: int, body: str, author: str = "octocat",
+                user_type: str = "User") -> dict[str, Any]:
+        return self._act("comment", repo=repo, number=number, body=body, author=author, user_type=user_type)
+
+    def open_pull(self, repo: str, head_ref: str, title: str, body: str = "", author: str = "octocat",
+                  base_ref: str | None = None, files: dict[str, str] | None = None) -> dict[str, Any]:
+        return self._act("open_pull", repo=repo, head_ref=head_ref, title=title, body=body, author=author,
+                         base_ref=base_ref, files=files)
+
+    def push_commit(self, repo: str, branch: str, files: dict[str, str | None], message: str = "",
+                    author: str = "octocat") -> str:
+        return self._act("push_commit", repo=repo, branch=branch, files=files, message=message, author=author)
+
+    def request_review(self, repo: str, number: int, reviewer: str, actor: str = "octocat") -> list[str]:
+        return self._act("request_review", repo=repo, number=number, reviewer=reviewer, actor=actor)
+
+    def review(self, repo: str, number: int, reviewer: str, state: str = "APPROVED",
+               body: str = "") -> dict[str, Any]:
+        return self._act("review", repo=repo, number=number, reviewer=reviewer, state=state, body=body)
+
+    def merge(self, repo: str, number: int, actor: str = "octocat") -> str:
+        return self._act("merge", repo=repo, number=number, actor=actor)
+
+    def close_pull(self, repo: str, number: int, actor: str = "octocat") -> dict[str, Any]:
+        return self._act("close_pull", repo=repo, number=number, actor=actor)
+
+    def complete_ci(self, repo: str, sha: str, conclusion: str = "success",
+                    name: str = "ci") -> dict[str, Any]:
+        return self._act("complete_ci", repo=repo, sha=sha, conclusion=conclusion, name=name)
+
+    def set_permission(self, repo: str, login: str, role: str) -> None:
+        self._act("set_permission", repo=repo, login=login, role=role)
+
+    def add_team_member(self, org: str, team_slug: str, login: str) -> None:
+        self._act("add_team_member", org=org, team_slug=team_slug, login=login)
+
+    # ---- the sandbox itself -----------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return self._call("GET", "state")
+
+    def deliveries(self, failed: bool = False) -> list[dict[str, Any]]:
+        """Every delivery attempt, newest first; with `failed`, those not answered 2xx."""
+        return self._call("GET", "deliveries", params={"failed": "true"} if failed else None)
+
+    def delivery(self, delivery_id: int) -> dict[str, Any]:
+        """One attempt with its request (headers, payload) and the receiver's response."""
+        return self._call("GET", f"deliveries/{int(delivery_id)}")
+
+    def redeliver(self, delivery_id: int) -> str:
+        """Attempt a delivery again with the same guid; returns the guid."""
+        return self._call("POST", f"deliveries/{int(delivery_id)}/redeliver")["guid"]
+
+    def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued webhook has been attempted; False if some are still queued."""
+        return bool(self._call("POST", "wait", {"timeout": timeout})["idle"])
+
+    def set_webhook_url(self, url: str) -> str:
+        return self._call("PUT", "webhook", {"url": url})["url"]
+
+    def inject_fault(self, kind: str, count: int = 1, path_prefix: str = "",
+                     delay_ms: int = 0) -> dict[str, Any]:
+        return self._call("POST", "faults", {"kind": kind, "count": count, "path_prefix": path_prefix,
+                                             "delay_ms": delay_ms})
+
+    def clear_faults(self) -> int:
+        return int(self._call("DELETE", "faults")["cleared"])

@@ -1,0 +1,59 @@
+"""Seeds: a ready-made organisation to try the system on.
+
+`demo`: the App is installed (installation 77) on the organisation `octo` with two repositories.
+`octo/widgets` deploys (service `widgets`, smoke-tested at /health) after one approval;
+`octo/gadgets` keeps the default policy. alice is an admin, bob may write and carol may read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+WIDGETS_POLICY = """\
+# Agent Ops policy for this repository (schema: shared/schemas/agent_ops.schema.json).
+version: 1
+agents:
+  deploy: true
+deploy:
+  service: widgets
+  smoke:
+    - path: /health
+approvals:
+  deploy:
+    count: 1
+"""
+GADGETS_POLICY = """\
+# Agent Ops policy for this repository: every setting at its default.
+version: 1
+"""
+CODEOWNERS = "* @octo/maintainers\n"
+WIDGETS_APP = '''\
+"""The widgets service."""
+
+
+def health() -> dict:
+    return {"status": "ok"}
+'''
+PEOPLE = {"alice": "admin", "bob": "write", "carol": "read"}
+
+
+def demo(sandbox: Any) -> None:
+    if sandbox.owner != "octo" or sandbox.installation_id != 77:
+        raise ValueError("the demo seed is installation 77 on the organisation octo")
+    repos = {
+        "octo/widgets": {"README.md": "# widgets\n\nA small service the agents look after.\n",
+                         ".github/agent-ops.yml": WIDGETS_POLICY, ".github/CODEOWNERS": CODEOWNERS,
+                         "app/main.py": WIDGETS_APP},
+        "octo/gadgets": {"README.md": "# gadgets\n\nA library; nothing here is deployed.\n",
+                         ".github/agent-ops.yml": GADGETS_POLICY, ".github/CODEOWNERS": CODEOWNERS},
+    }
+    for full_name, files in repos.items():
+        sandbox.add_repo(full_name, files=files)
+        for login, role in PEOPLE.items():
+            sandbox.set_permission(full_name, login, role)
+    sandbox.add_team_member("octo", "maintainers", "alice")
+    sandbox.install(sender="alice")
+
+
+SEEDS: dict[str, Callable[[Any], None]] = {"demo": demo}

@@ -1,0 +1,2048 @@
+"""GitHub on this machine: the REST subset the project uses, webhooks out, and people to act.
+
+`GitHubSandbox` is a WSGI app with three faces:
+
+- **GitHub's REST API** for one App installed on one organisation. Every request is checked
+  against `openapi-subset.json` (GitHub's official description of the operations the project
+  calls) before it is handled and every 2xx/3xx answer before it is sent, so the sandbox can
+  neither accept what GitHub would reject nor answer what GitHub cannot. A violation, or a
+  request for an operation the sandbox does not serve, lands in `errors` and is answered 500.
+  Authentication is GitHub's: the App's RS256 JWT on `/app/*` and `/repos/{o}/{r}/installation`,
+  installation tokens it issued everywhere else, scoped to the permissions and repositories they
+  were asked for (403 or 404 beyond them, as GitHub answers). Answers are GitHub's documented
+  examples with ids, logins, bodies, shas and urls replaced by the sandbox's state; ETags,
+  `Link` pagination and rate-limit headers are GitHub's.
+- **Webhooks.** Each change GitHub would announce is delivered to `webhook_url`, signed, with
+  GitHub's headers, built on GitHub's example payload of that event and action. Every attempt is
+  recorded and served by `GET /app/hook/deliveries`; `POST .../attempts` redelivers.
+- **People.** `open_issue`, `add_label`, `comment`, `open_pull`, `push_commit`, `review`, `merge`,
+  `complete_ci` and the rest change the state and announce it as GitHub would. The same actions
+  are served without authentication under `/_sandbox/` (see `control.py`), which is no part of
+  GitHub's API and is never checked against it.
+
+The setup methods (`add_repo`, `set_file`, `add_issue`, `add_pull`, `add_review`, `add_comment`,
+...) arrange state silently, as if it had always been there.
+
+Known simplifications: the installation holds every repository; branches are refs to snapshots
+of the whole tree (a commit the sandbox did not make shows the default branch); a merge applies
+the pull request's changes onto its base without conflicts; every request counts against a single
+rate-limit window.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import inspect
+import json
+import math
+import os
+import re
+import secrets
+import string
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+import jwt
+
+from sandbox.github import openapi, webhooks
+from sandbox.github.payloads import APP_FIELDS, adapt, retarget, set_present, strip, subscribed, worst
+from shared.github.permissions import APP_EVENTS, app_permissions
+
+DOCS = "https://docs.github.com/rest"
+ROLE_PERMISSION = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read",
+                   "read": "read", "none": "none"}
+LEVELS = {"read": 1, "write": 2, "admin": 3}
+TOKEN_LIFETIME = timedelta(hours=1)
+JWT_MAX_LIFETIME = 600  # GitHub refuses an App JWT that expires more than 10 minutes ahead
+CLOCK_LEEWAY = 60
+ZERO_SHA = "0" * 40
+MAX_DELIVERIES = 500  # the newest attempts kept (GitHub keeps them for a limited time, too)
+STATE_VERSION = 1
+# The operations whose descriptions document 304: only these carry an ETag.
+CONDITIONAL = frozenset({
+    "/repos/{owner}/{repo}/contents/{path}", "/repos/{owner}/{repo}/issues/{issue_number}",
+    "/repos/{owner}/{repo}/pulls", "/repos/{owner}/{repo}/pulls/{pull_number}",
+})
+APP = "app"  # a route that takes the App's JWT
+# Alternatives, any one of which lets an installation token through.
+ISSUES_READ = (("issues", "read"), ("pull_requests", "read"))
+ISSUES_WRITE = (("issues", "write"), ("pull_requests", "write"))
+ROUTES: tuple[tuple[str, str, str, Any], ...] = (
+    ("GET", "/app", "_get_app", APP),
+    ("POST", "/app/installations/{installation_id}/access_tokens", "_create_token", APP),
+    ("GET", "/app/hook/deliveries", "_list_deliveries", APP),
+    ("GET", "/app/hook/deliveries/{delivery_id}", "_get_delivery", APP),
+    ("POST", "/app/hook/deliveries/{delivery_id}/attempts", "_redeliver", APP),
+    ("GET", "/repos/{owner}/{repo}/installation", "_get_installation", APP),
+    ("GET", "/repos/{owner}/{repo}", "_get_repo", ()),
+    ("GET", "/repos/{owner}/{repo}/contents/{path}", "_get_content", (("contents", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission", "_get_permission", ()),
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}", "_get_issue", ISSUES_READ),
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "_list_comments", ISSUES_READ),
+    ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "_create_comment", ISSUES_WRITE),
+    ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}", "_update_comment", ISSUES_WRITE),
+    ("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", "_react_to_comment",
+     ISSUES_WRITE),
+    ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/reactions", "_react_to_issue", ISSUES_WRITE),
+    ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/labels", "_add_labels", ISSUES_WRITE),
+    ("DELETE", "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", "_remove_label", ISSUES_WRITE),
+    ("POST", "/repos/{owner}/{repo}/check-runs", "_create_check_run", (("checks", "write"),)),
+    ("PATCH", "/repos/{owner}/{repo}/check-runs/{check_run_id}", "_update_check_run",
+     (("checks", "write"),)),
+    ("GET", "/repos/{owner}/{repo}/check-runs/{check_run_id}", "_get_check_run", (("checks", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/commits/{ref}/check-runs", "_list_check_runs", (("checks", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/pulls", "_list_pulls", (("pull_requests", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", "_get_pull", (("pull_requests", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews", "_list_reviews",
+     (("pull_requests", "read"),)),
+    ("GET", "/orgs/{org}/teams/{team_slug}/memberships/{username}", "_get_membership",
+     (("members", "read"),)),
+)
+# The webhooks the sandbox sends, as `<event>$<action>` (push has no action: `push$event`).
+EMITTED = frozenset({
+    "installation$created",
+    "issues$opened", "issues$labeled", "issues$unlabeled", "issues$closed", "issues$assigned",
+    "issue_comment$created", "issue_comment$edited",
+    "pull_request$opened", "pull_request$synchronize", "pull_request$closed", "pull_request$labeled",
+    "pull_request$unlabeled", "pull_request$assigned", "pull_request$review_requested",
+    "pull_request_review$submitted", "push$event",
+    "check_run$created", "check_run$completed", "check_suite$completed",
+})
+# Another App's CI, whose check suites people complete with `complete_ci`.
+CI_APP = {"id": 15368, "slug": "github-actions", "name": "GitHub Actions", "owner": "github"}
+FAULTS = {
+    "server_error": (502, {"message": "Server Error"}),
+    "secondary_rate_limit": (403, {
+        "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
+                   "again. If you reach out to GitHub Support for help, please include the request ID "
+                   "{request_id}.",
+        "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+                             "#about-secondary-rate-limits"}),
+    "slow": (0, None),
+}
+# A closing keyword in a merged pull request's title or body closes the issue it names.
+CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s+#(\d+)\b", re.IGNORECASE)
+# The people's actions, served as POST /_sandbox/actions/<name>.
+HUMAN_ACTIONS = ("install", "open_issue", "add_label", "remove_label", "assign", "close_issue", "comment",
+                 "open_pull", "push_commit", "request_review", "review", "merge", "close_pull", "complete_ci",
+                 "set_permission", "add_team_member")
+
+
+class Refused(Exception):
+    """An answer GitHub gives to a well-formed request it will not carry out (4xx)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Token:
+    value: str
+    permissions: dict[str, str]
+    repositories: frozenset[str] | None  # repository names; None is every installed repository
+    expires_at: datetime
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    params: dict[str, str]
+    query: dict[str, str]
+    body: Any
+    headers: dict[str, str]
+    token: Token | None = None
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    return (moment or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def blob_sha(text: str) -> str:
+    data = text.encode()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def node_id(kind: str, id_: int) -> str:
+    return base64.b64encode(f"0{len(kind)}:{kind}{id_}".encode()).decode()
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    pattern = ""
+    for literal, name in re.findall(r"([^{]*)(?:\{([^}]+)\})?", template):
+        pattern += re.escape(literal)
+        if name:
+            pattern += f"(?P<{name}>{'.*' if name == 'path' else '.+' if name == 'ref' else '[^/]+'})"
+    return re.compile(f"^{pattern}$")
+
+
+def _raw_example(method: str, template: str, status: int, name: str | None = None) -> Any:
+    """GitHub's documented example, unvalidated: some need repair before they match their schema."""
+    content = openapi.operation(method, template)["responses"][str(status)]["content"]["application/json"]
+    examples = content["examples"]
+    chosen = examples[name] if name else next(iter(examples.values()))
+    examples_component = openapi.spec()["components"]["examples"]
+    while "$ref" in chosen:
+        chosen = examples_component[chosen["$ref"].rsplit("/", 1)[-1]]
+    value = chosen["value"]
+    if isinstance(value, dict) and set(value) == {"$ref"}:
+        value = examples_component[value["$ref"].rsplit("/", 1)[-1]]["value"]
+    return json.loads(json.dumps(value))
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    """One line of an append-only JSON log; None for a line a crash left half written."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _changes(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A public method that changes state: run it under the lock and save the state after it."""
+
+    @functools.wraps(method)
+    def changing(self: GitHubSandbox, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            result = method(self, *args, **kwargs)
+            self._save()
+            return result
+
+    return changing
+
+
+class GitHubSandbox:
+    """GitHub for one App installed on one organisation, with the state tests and demos act on."""
+
+    def __init__(self, public_key: Any, app_id: str = "424242", app_slug: str = "agent-ops",
+                 installation_id: int = 77, owner: str = "octo", webhook_url: str = "",
+                 webhook_secret: str = "", hook_id: int = 1, state_file: str | None = None) -> None:
+        self.public_key = public_key
+        self.app_id = str(app_id)
+        self.app_slug = app_slug
+        self.installation_id = installation_id
+        self.owner = owner
+        self.hook_id = hook_id
+        self.base_url = ""  # where the sandbox is served; urls in answers and payloads are built on it
+        self.app_permissions = app_permissions()
+        self.rate_limit = 5000
+        self.rate_limit_used = 0
+        self.rate_limit_reset = int(time.time()) + 3600
+        self.state_file = state_file
+        # What happened, for tests to assert on.
+        self.comments: list[dict[str, Any]] = []
+        self.reactions: list[dict[str, Any]] = []
+        self.check_runs: dict[int, dict[str, Any]] = {}
+        self.deliveries: list[dict[str, Any]] = []  # every attempt, oldest first
+        self.requests: list[tuple[str, str, int]] = []
+        self.tokens_issued: list[dict[str, str] | None] = []
+        self.errors: list[str] = []
+        self._lock = threading.RLock()
+        self._next_id = 1000
+        self._next_delivery_id = 0
+        self._repos: dict[str, dict[str, Any]] = {}
+        self._issues: dict[tuple[str, int], dict[str, Any]] = {}
+        self._reviews: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self._roles: dict[tuple[str, str], str] = {}
+        self._teams: dict[tuple[str, str], dict[str, Any]] = {}
+        self._users: dict[str, int] = {}
+        self._labels: dict[tuple[str, str], int] = {}
+        self._suites: dict[int, dict[str, Any]] = {}
+        self._tokens: dict[str, Token] = {}
+        self._faults: list[dict[str, Any]] = []
+        self._request_base = ""
+        self._routes = []
+        for method, template, handler, needs in ROUTES:
+            openapi.operation(method, template)  # every route is an operation of the subset
+            self._routes.append((method, _compile(template), template, getattr(self, handler), needs))
+        for template in CONDITIONAL:
+            assert "304" in openapi.operation("GET", template)["responses"], template
+        if state_file and Path(state_file).exists():
+            self._restore(json.loads(Path(state_file).read_text()))
+        self._webhook_secret = webhook_secret
+        self._sender: webhooks.Sender | None = None
+        self.set_webhook_url(webhook_url)
+
+    @property
+    def webhook_url(self) -> str:
+        return self._sender.url if self._sender else ""
+
+    def set_webhook_url(self, url: str) -> None:
+        """Where webhooks go from now on (queued ones too); empty stops sending them."""
+        with self._lock:
+            if self._sender is None and url:
+                self._sender = webhooks.Sender(url, self._webhook_secret, self.hook_id, self.app_id,
+                                               self._record_delivery)
+            elif self._sender is not None:
+                self._sender.url = url
+
+    def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
+        """Wait until every webhook queued so far has been attempted (never call it under the lock)."""
+        return self._sender.wait_idle(timeout) if self._sender else True
+
+    def close(self) -> None:
+        if self._sender:
+            self._sender.close()
+
+    # ---- setup: state as if it had always been there (nothing is announced) ----------------
+
+    @_changes
+    def add_repo(self, full_name: str, default_branch: str = "main",
+                 files: dict[str, str] | None = None) -> dict[str, Any]:
+        owner, _, name = full_name.partition("/")
+        if not owner or not name or "/" in name:
+            raise ValueError(f"a repository is owner/name, got {full_name!r}")
+        repo = {"full_name": full_name, "id": self._new_id(), "default_branch": default_branch,
+                "branches": {}, "commits": {}, "created_at": int(time.time())}
+        self._repos[full_name] = repo
+        self._new_commit(repo, default_branch, dict(files or {}), "Initial commit", self.owner)
+        return self._repo_summary(repo)
+
+    @_changes
+    def set_file(self, repo: str, path: str, text: str) -> None:
+        record = self._repo(repo)
+        files = dict(self._tree(record, self._head(record)))
+        files[path.strip("/")] = text
+        self._new_commit(record, record["default_branch"], files, f"Update {path}", self.owner)
+
+    @_changes
+    def delete_file(self, repo: str, path: str) -> None:
+        record = self._repo(repo)
+        files = dict(self._tree(record, self._head(record)))
+        files.pop(path.strip("/"))
+        self._new_commit(record, record["default_branch"], files, f"Delete {path}", self.owner)
+
+    @_changes
+    def add_commit(self, repo: str, sha: str) -> None:
+        """Make a sha known to the repository, for check runs on commits outside any pull request."""
+        self._repo(repo)["commits"].setdefault(sha, self._foreign_commit())
+
+    @_changes
+    def set_permission(self, repo: str, login: str, role: str) -> None:
+        if role not in ROLE_PERMISSION:
+            raise ValueError(f"role must be one of {sorted(ROLE_PERMISSION)}, got {role!r}")
+        self._repo(repo)
+        self._roles[(repo, login)] = role
+
+    @_changes
+    def add_team_member(self, org: str, team_slug: str, login: str) -> None:
+        if (org, team_slug) not in self._teams:
+            self._teams[(org, team_slug)] = {"id": self._new_id(), "members": []}
+        team = self._teams[(org, team_slug)]
+        if login not in team["members"]:
+            team["members"].append(login)
+
+    @_changes
+    def add_issue(self, repo: str, number: int, title: str = "", body: str = "", author: str = "octocat",
+                  labels: tuple[str, ...] = (), state: str = "open") -> dict[str, Any]:
+        return self._new_issue(repo, number, title or f"Issue {number}", body, author, labels, state)
+
+    @_changes
+    def add_pull(self, repo: str, number: int, head_sha: str, author: str = "octocat",
+                 head_ref: str = "feature", base_ref: str = "main", state: str = "open") -> dict[str, Any]:
+        record = self._repo(repo)
+        pull = self._new_issue(repo, number, f"Pull request {number}", "", author, (), state)
+        pull.update(pull_request=True, head_sha=head_sha, head_ref=head_ref, base_ref=base_ref,
+                    fork_sha=record["branches"].get(base_ref, ""), draft=False)
+        record["commits"].setdefault(head_sha, self._foreign_commit())
+        self._reviews[(repo, number)] = []
+        return pull
+
+    @_changes
+    def set_pull_head(self, repo: str, number: int, head_sha: str) -> None:
+        pull = self._pull(repo, number)
+        pull["head_sha"] = head_sha
+        pull["updated_at"] = timestamp()
+        self._repo(repo)["commits"].setdefault(head_sha, self._foreign_commit())
+
+    @_changes
+    def add_review(self, repo: str, number: int, login: str, state: str = "APPROVED",
+                   commit_id: str | None = None, user_type: str = "User") -> dict[str, Any]:
+        return self._new_review(self._pull(repo, number), login, state, commit_id, user_type, "")
+
+    @_changes
+    def add_comment(self, repo: str, issue_number: int, body: str, author: str = "octocat",
+                    user_type: str = "User") -> dict[str, Any]:
+        """A comment someone else wrote (a ChatOps command, say)."""
+        return self._new_comment(self._issue(repo, issue_number), body, author, user_type)
+
+    @_changes
+    def expire_tokens(self) -> None:
+        """Every installation token issued so far stops working, as if it had expired."""
+        past = now() - timedelta(seconds=1)
+        self._tokens = {value: Token(value, t.permissions, t.repositories, past)
+                        for value, t in self._tokens.items()}
+
+    # ---- people's actions: each changes state and is announced as GitHub would ---------------
+
+    @_changes
+    def install(self, sender: str = "octocat") -> dict[str, Any]:
+        """The App is installed on the organisation with every repository: `installation.created`."""
+        example = self._example("installation", "created")
+        installation = self._wh_installation(example["installation"])
+        payload = {"action": "created", "installation": installation,
+                   "repositories": [self._repo_lite(name) for name in sorted(self._repos)],
+                   "sender": self._wh_user(sender)}
+        self._announce("installation", payload, None)
+        return installation
+
+    @_changes
+    def open_issue(self, repo: str, title: str, body: str = "", author: str = "octocat") -> dict[str, Any]:
+        issue = self._new_issue(repo, self._next_number(repo), title, body, author, (), "open")
+        self._announce_issue("opened", issue, self._wh_user(author))
+        return self._issue_object(issue)
+
+    @_changes
+    def add_label(self, repo: str, number: int, label: str, actor: str = "octocat") -> list[str]:
+        issue = self._issue(repo, number)
+        self._label(issue, label, self._wh_user(actor))
+        return list(issue["labels"])
+
+    @_changes
+    def remove_label(self, repo: str, number: int, label: str, actor: str = "octocat") -> list[str]:
+        issue = self._issue(repo, number)
+        if label not in issue["labels"]:
+            raise ValueError(f"{repo}#{number} has no label {label!r}")
+        self._unlabel(issue, label, self._wh_user(actor))
+        return list(issue["labels"])
+
+    @_changes
+    def assign(self, repo: str, number: int, assignee: str, actor: str = "octocat") -> list[str]:
+        issue = self._issue(repo, number)
+        if assignee not in issue["assignees"]:
+            issue["assignees"].append(assignee)
+            issue["updated_at"] = timestamp()
+            self._announce_issue("assigned", issue, self._wh_user(actor), assignee=self._wh_user(assignee))
+        return list(issue["assignees"])
+
+    @_changes
+    def close_issue(self, repo: str, number: int, actor: str = "octocat") -> dict[str, Any]:
+        issue = self._issue(repo, number)
+        if issue["pull_request"]:
+            raise ValueError(f"{repo}#{number} is a pull request: close it with close_pull")
+        if issue["state"] == "open":
+            self._close(issue)
+            self._announce_issue("closed", issue, self._wh_user(actor))
+        return self._issue_object(issue)
+
+    @_changes
+    def comment(self, repo: str, number: int, body: str, author: str = "octocat",
+                user_type: str = "User") -> dict[str, Any]:
+        issue = self._issue(repo, number)
+        comment = self._new_comment(issue, body, author, user_type)
+        self._announce_comment("created", comment, self._wh_user(author, user_type))
+        return self._comment_object(comment)
+
+    @_changes
+    def open_pull(self, repo: str, head_ref: str, title: str, body: str = "", author: str = "octocat",
+                  base_ref: str | None = None, files: dict[str, str] | None = None) -> dict[str, Any]:
+        """Push `files` to a new (or existing) branch `head_ref` and open a pull request from it."""
+        record = self._repo(repo)
+        base_ref = base_ref or record["default_branch"]
+        if base_ref not in record["branches"]:
+            raise KeyError(f"{repo} has no branch {base_ref}")
+        if head_ref == base_ref:
+            raise ValueError(f"a pull request needs a head branch other than its base {base_ref}")
+        if head_ref not in record["branches"] or files:
+            self.push_commit(repo, head_ref, dict(files or {}), message=title, author=author,
+                             start_from=base_ref)
+        pull = self._new_issue(repo, self._next_number(repo), title, body, author, (), "open")
+        pull.update(pull_request=True, head_sha=record["branches"][head_ref], head_ref=head_ref,
+                    base_ref=base_ref, fork_sha=record["branches"][base_ref], draft=False)
+        self._reviews[(repo, pull["number"])] = []
+        self._announce_pull("opened", pull, self._wh_user(author))
+        return self._pull_object(pull, _raw_example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", 200))
+
+    @_changes
+    def push_commit(self, repo: str, branch: str, files: dict[str, str | None], message: str = "",
+                    author: str = "octocat", start_from: str | None = None) -> str:
+        """Commit `files` (a path to its text; None deletes it) onto `branch`, creating the branch
+        from `start_from` (the default branch) when it does not exist. Announces `push`, and
+        `pull_request.synchronize` for each open pull request from that branch."""
+        record = self._repo(repo)
+        created = branch not in record["branches"]
+        before = ZERO_SHA if created else record["branches"][branch]
+        parent = record["branches"][start_from or record["default_branch"]] if created else before
+        tree = dict(self._tree(record, parent))
+        for path, text in files.items():
+            if text is None:
+                tree.pop(path.strip("/"), None)
+            else:
+                tree[path.strip("/")] = text
+        message = message or f"Update {', '.join(sorted(files)) or branch}"
+        sha = self._new_commit(record, branch, tree, message, author, parents=[parent])
+        self._announce_push(record, branch, before, sha, [sha], author)
+        for pull in self._open_pulls(repo):
+            if pull["head_ref"] == branch and pull["head_sha"] != sha:
+                previous = pull["head_sha"]
+                pull.update(head_sha=sha, updated_at=timestamp())
+                self._announce_pull("synchronize", pull, self._wh_user(author), before=previous, after=sha)
+        return sha
+
+    @_changes
+    def request_review(self, repo: str, number: int, reviewer: str, actor: str = "octocat") -> list[str]:
+        pull = self._pull(repo, number)
+        if reviewer not in pull["requested_reviewers"]:
+            pull["requested_reviewers"].append(reviewer)
+            self._announce_pull("review_requested", pull, self._wh_user(actor),
+                                requested_reviewer=self._wh_user(reviewer))
+        return list(pull["requested_reviewers"])
+
+    @_changes
+    def review(self, repo: str, number: int, reviewer: str, state: str = "APPROVED",
+               body: str = "") -> dict[str, Any]:
+        state = state.upper()
+        if state not in ("APPROVED", "CHANGES_REQUESTED", "COMMENTED"):
+            raise ValueError(f"a review is APPROVED, CHANGES_REQUESTED or COMMENTED, got {state!r}")
+        pull = self._pull(repo, number)
+        review = self._new_review(pull, reviewer, state, None, "User", body)
+        if reviewer in pull["requested_reviewers"]:
+            pull["requested_reviewers"].remove(reviewer)
+        example = self._example("pull_request_review", "submitted", repo)
+        rest = self._review_object(pull, review)
+        wh_review = adapt(rest, example["review"])
+        wh_review["state"] = review["state"].lower()  # webhooks spell review states in lower case
+        self._announce("pull_request_review", {
+            "action": "submitted", "review": wh_review,
+            "pull_request": self._wh_pull(pull, example["pull_request"]),
+            "repository": self._wh_repository(repo, example["repository"]),
+            "sender": self._wh_user(reviewer)}, repo)
+        return rest
+
+    @_changes
+    def merge(self, repo: str, number: int, actor: str = "octocat") -> str:
+        """Merge a pull request: its changes land on the base branch in a merge commit. Announces
+        `pull_request.closed` (merged), `push` to the base, and `issues.closed` for each issue its
+        title or body closes (when the base is the default branch)."""
+        pull = self._pull(repo, number)
+        if pull["state"] != "open":
+            raise ValueError(f"{repo}#{number} is {pull['state']}; only an open pull request merges")
+        record = self._repo(repo)
+        base_before = record["branches"][pull["base_ref"]]
+        head_tree = self._tree(record, pull["head_sha"])
+        fork_tree = self._tree(record, pull["fork_sha"] or base_before)
+        tree = dict(self._tree(record, base_before))
+        for path, text in head_tree.items():
+            if fork_tree.get(path) != text:
+                tree[path] = text
+        for path in set(fork_tree) - set(head_tree):
+            tree.pop(path, None)
+        message = f"Merge pull request #{number} from {self.owner}/{pull['head_ref']}\n\n{pull['title']}"
+        sha = self._new_commit(record, pull["base_ref"], tree, message, actor,
+                               parents=[base_before, pull["head_sha"]])
+        self._close(pull)
+        pull.update(merged=True, merge_commit_sha=sha, merged_by=actor, merged_at=pull["closed_at"])
+        self._announce_pull("closed", pull, self._wh_user(actor))
+        self._announce_push(record, pull["base_ref"], base_before, sha, [sha], actor)
+        if pull["base_ref"] == record["default_branch"]:
+            for closed in sorted({int(n) for n in CLOSING.findall(f"{pull['title']}\n{pull['body']}")}):
+                issue = self._issues.get((repo, closed))
+                if issue and not issue["pull_request"] and issue["state"] == "open":
+                    self._close(issue)
+                    self._announce_issue("closed", issue, self._wh_user(actor))
+        return sha
+
+    @_changes
+    def close_pull(self, repo: str, number: int, actor: str = "octocat") -> dict[str, Any]:
+        pull = self._pull(repo, number)
+        if pull["state"] == "open":
+            self._close(pull)
+            self._announce_pull("closed", pull, self._wh_user(actor))
+        return self._pull_object(pull, _raw_example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", 200))
+
+    @_changes
+    def complete_ci(self, repo: str, sha: str, conclusion: str = "success",
+                    name: str = "ci") -> dict[str, Any]:
+        """Another App's CI finishes a check run on `sha` (a sha or a branch): `check_run.completed`,
+        then `check_suite.completed` once every run of its suite has completed."""
+        record = self._repo(repo)
+        resolved = self._resolve(record, sha)
+        if resolved is None:
+            raise KeyError(f"no commit or branch {sha} in {repo}")
+        suite = self._suite(repo, resolved, "ci")
+        run = next((r for r in self.check_runs.values()
+                    if r["suite_id"] == suite["id"] and r["name"] == name), None)
+        if run is None:
+            run = self._new_check_run(repo, name, resolved, "ci")
+        self._apply_check_run(run, {"status": "completed", "conclusion": conclusion})
+        ci_bot = self._wh_user(f"{CI_APP['slug']}[bot]", "Bot")
+        self._announce_check_run("completed", run, ci_bot)
+        self._settle_suite(suite, ci_bot)
+        return self._check_run_object(run)
+
+    # ---- faults ---------------------------------------------------------------------------
+
+    @_changes
+    def inject_fault(self, kind: str, count: int = 1, path_prefix: str = "",
+                     delay_ms: int = 0) -> dict[str, Any]:
+        """The next `count` REST requests whose path starts with `path_prefix` fail as GitHub can:
+        `server_error` (502), `secondary_rate_limit` (403 with retry-after: 1) or `slow` (answered
+        after `delay_ms`)."""
+        if kind not in FAULTS:
+            raise ValueError(f"a fault is one of {sorted(FAULTS)}, got {kind!r}")
+        if count < 1 or delay_ms < 0:
+            raise ValueError("a fault needs count >= 1 and delay_ms >= 0")
+        fault = {"kind": kind, "count": int(count), "path_prefix": path_prefix, "delay_ms": int(delay_ms)}
+        self._faults.append(fault)
+        return dict(fault)
+
+    @_changes
+    def clear_faults(self) -> int:
+        cleared = len(self._faults)
+        self._faults.clear()
+        return cleared
+
+    def _take_fault(self, path: str) -> dict[str, Any] | None:
+        with self._lock:
+            for fault in self._faults:
+                if path.startswith(fault["path_prefix"] or "/"):
+                    fault["count"] -= 1
+                    if fault["count"] <= 0:
+                        self._faults.remove(fault)
+                    return dict(fault)
+        return None
+
+    # ---- observed state ----------------------------------------------------------------------
+
+    def labels(self, repo: str, number: int) -> list[str]:
+        with self._lock:
+            return list(self._issue(repo, number)["labels"])
+
+    def issue(self, repo: str, number: int) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self._issue(repo, number)))
+
+    def files(self, repo: str, ref: str | None = None) -> dict[str, str]:
+        """The tree at `ref` (a branch or sha; the default branch when None)."""
+        with self._lock:
+            record = self._repo(repo)
+            sha = self._resolve(record, ref or record["default_branch"])
+            if sha is None:
+                raise KeyError(f"no commit or branch {ref} in {repo}")
+            return dict(self._tree(record, sha))
+
+    def state(self) -> dict[str, Any]:
+        """A summary: the repositories, their issues, pulls, comments, reactions and check runs as
+        the sandbox records them, counts of each and of the deliveries, and every spec violation."""
+        with self._lock:
+            issues = [i for i in self._issues.values() if not i["pull_request"]]
+            pulls = [i for i in self._issues.values() if i["pull_request"]]
+            failed = {d["guid"] for d in self.deliveries if not 200 <= d["status_code"] < 300}
+            delivered = {d["guid"] for d in self.deliveries if 200 <= d["status_code"] < 300}
+            return json.loads(json.dumps({
+                "app_id": self.app_id, "app_slug": self.app_slug, "installation_id": self.installation_id,
+                "owner": self.owner, "webhook_url": self.webhook_url,
+                "repos": {name: self._repo_summary(repo) for name, repo in sorted(self._repos.items())},
+                "issues": issues, "pulls": pulls, "comments": self.comments, "reactions": self.reactions,
+                "check_runs": list(self.check_runs.values()),
+                "counts": {"repos": len(self._repos), "issues": len(issues), "pulls": len(pulls),
+                           "comments": len(self.comments), "reactions": len(self.reactions),
+                           "check_runs": len(self.check_runs), "deliveries": len(self.deliveries),
+                           "failed_deliveries": len(failed - delivered),
+                           "pending_deliveries": self._sender.pending if self._sender else 0},
+                "faults": self._faults,
+                # Requests GitHub would refuse and answers it could not give: must stay empty.
+                "errors": list(self.errors),
+            }))
+
+    def delivery_summaries(self, failed: bool = False) -> list[dict[str, Any]]:
+        """Every attempt, newest first (only the failed ones with `failed`)."""
+        with self._lock:
+            found = sorted(self.deliveries, key=lambda d: d["id"], reverse=True)
+            if failed:
+                found = [d for d in found if not 200 <= d["status_code"] < 300]
+            return [self._delivery_item(d) for d in found]
+
+    def delivery(self, delivery_id: int) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self._delivery_record(delivery_id)))
+
+    @_changes
+    def redeliver(self, delivery_id: int) -> str:
+        """Attempt a recorded delivery again, with the same guid; returns the guid."""
+        record = self._delivery_record(delivery_id)
+        if self._sender is not None:
+            self._sender.submit(webhooks.Outgoing(
+                record["guid"], record["event"], record["action"], record["request"]["payload"],
+                record["installation_id"], record["repository_id"], redelivery=True))
+        return record["guid"]
+
+    # ---- HTTP ---------------------------------------------------------------------------------
+
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw_body = environ["wsgi.input"].read(length) if length else b""
+        target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or quote(environ["PATH_INFO"])
+        path = target.split("?", 1)[0]
+        if "://" in path:  # an absolute request target
+            path = "/" + path.split("://", 1)[1].partition("/")[2]
+        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
+                   if key.startswith("HTTP_")}
+        query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+        host = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', 'localhost')}"
+        method = environ["REQUEST_METHOD"].upper()
+        if path == "/_sandbox" or path.startswith("/_sandbox/"):
+            self._request_base = self._request_base or host
+            status, answer = self._control(method, path, query, raw_body)
+            payload = json.dumps(answer).encode()
+            start_response(f"{status} {HTTPStatus(status).phrase}",
+                           [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+            return [payload]
+        fault = self._take_fault(path)
+        if fault and fault["kind"] == "slow":
+            time.sleep(fault["delay_ms"] / 1000)
+        with self._lock:
+            self._request_base = host
+            if fault and fault["kind"] != "slow":
+                reply = self._fault_reply(fault, method, path)
+            else:
+                allocated = self._next_id
+                reply = self._handle(method, path, query, raw_body, headers)
+                if method != "GET" or self._next_id != allocated:
+                    self._save()
+        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        start_response(f"{reply.status} {HTTPStatus(reply.status).phrase}", list(reply.headers.items()))
+        return [payload]
+
+    def _fault_reply(self, fault: dict[str, Any], method: str, path: str) -> Reply:
+        status, body = FAULTS[fault["kind"]]
+        reply = Reply(status, json.loads(json.dumps(body)))
+        reply = self._finish(Call(method, path, {}, {}, None, {}), reply)
+        if fault["kind"] == "secondary_rate_limit":
+            reply.headers["Retry-After"] = "1"
+            request_id = reply.headers["X-GitHub-Request-Id"]
+            reply.body["message"] = reply.body["message"].format(request_id=request_id)
+        return reply
+
+    def _handle(self, method: str, path: str, query: dict[str, str], raw_body: bytes,
+                headers: dict[str, str]) -> Reply:
+        where = f"{method} {path}"
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except ValueError:
+            return self._violation(method, path, f"{where}: the body is not JSON")
+        if not headers.get("user-agent"):
+            return self._violation(method, path, f"{where}: GitHub refuses requests without a User-Agent")
+        try:
+            openapi.validate_request(method, path, body)
+            self._check_query(method, path, query)
+        except AssertionError as exc:
+            return self._violation(method, path, str(exc))
+        found = self._route(method, path)
+        if found is None:
+            return self._violation(method, path, f"{where}: the sandbox does not serve this operation")
+        template, handler, needs, params = found
+        call = Call(method, path, params, query, body, headers)
+        if self.rate_limit_used >= self.rate_limit:
+            return self._finish(call, Reply(403, {"message": "API rate limit exceeded for installation ID "
+                                                  f"{self.installation_id}.", "documentation_url": DOCS}))
+        try:
+            self._authenticate(call, needs)
+            reply = handler(call)
+        except Refused as refused:
+            reply = Reply(refused.status, {"message": refused.message, "documentation_url": DOCS})
+        except Exception as exc:  # noqa: BLE001 - a defect of the sandbox itself: named, answered 500
+            return self._violation(method, path, f"{where}: the sandbox failed: {type(exc).__name__}: {exc}")
+        if 200 <= reply.status < 400:
+            try:
+                openapi.validate_response(method, path, reply.status, reply.body)
+            except AssertionError as exc:
+                return self._violation(method, path, str(exc))
+        if method == "GET" and template in CONDITIONAL and reply.status == 200:
+            etag = 'W/"' + hashlib.sha256(json.dumps(reply.body, sort_keys=True).encode()).hexdigest() + '"'
+            reply.headers["ETag"] = etag
+            sent = [tag.strip() for tag in headers.get("if-none-match", "").split(",")]
+            if etag in sent:
+                reply = Reply(304, None, {"ETag": etag})
+        return self._finish(call, reply)
+
+    def _finish(self, call: Call, reply: Reply) -> Reply:
+        if reply.status != 304:
+            self.rate_limit_used = min(self.rate_limit_used + 1, self.rate_limit)
+        reply.headers.update({
+            "Content-Type": "application/json; charset=utf-8",
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Remaining": str(self.rate_limit - self.rate_limit_used),
+            "X-RateLimit-Used": str(self.rate_limit_used),
+            "X-RateLimit-Reset": str(self.rate_limit_reset),
+            "X-RateLimit-Resource": "core",
+            "X-GitHub-Request-Id": ":".join(secrets.token_hex(n).upper() for n in (2, 2, 3, 3, 4)),
+            "X-GitHub-Api-Version-Selected": "2022-11-28",
+        })
+        self.requests.append((call.method, call.path, reply.status))
+        return reply
+
+    def _violation(self, method: str, path: str, message: str) -> Reply:
+        self.errors.append(message)
+        return self._finish(Call(method, path, {}, {}, None, {}),
+                            Reply(500, {"message": f"GitHub sandbox: {message}", "documentation_url": DOCS}))
+
+    def _route(self, method: str, path: str) -> tuple[str, Callable[[Call], Reply], Any,
+                                                     dict[str, str]] | None:
+        for route_method, pattern, template, handler, needs in self._routes:
+            match = pattern.match(path) if route_method == method else None
+            if match:
+                return template, handler, needs, {k: unquote(v) for k, v in match.groupdict().items()}
+        return None
+
+    @staticmethod
+    def _check_query(method: str, path: str, query: dict[str, str]) -> None:
+        """Query parameters must be ones the operation declares, with values its schema allows."""
+        declared: dict[str, dict[str, Any]] = {}
+        for parameter in openapi.operation(method, path).get("parameters", []):
+            if "$ref" in parameter:
+                parameter = openapi.spec()["components"]["parameters"][parameter["$ref"].rsplit("/", 1)[-1]]
+            if parameter["in"] == "query":
+                declared[parameter["name"]] = parameter.get("schema", {})
+        for name, value in query.items():
+            schema = declared.get(name)
+            assert schema is not None, f"{method} {path} takes no query parameter {name!r}"
+            if schema.get("type") == "integer":
+                assert re.fullmatch(r"-?\d+", value), f"{method} {path}: {name}={value!r} is not an integer"
+                number = int(value)
+                assert number >= schema.get("minimum", number) and number <= schema.get("maximum", number), (
+                    f"{method} {path}: {name}={value} is out of range")
+            elif schema.get("type") == "boolean":
+                assert value in ("true", "false"), f"{method} {path}: {name}={value!r} is not a boolean"
+            if "enum" in schema:
+                assert value in schema["enum"], (
+                    f"{method} {path}: {name}={value!r} is not one of {schema['enum']}")
+
+    # ---- the control API (/_sandbox/): JSON in and out, no authentication ---------------------
+
+    def _control(self, method: str, path: str, query: dict[str, str], raw_body: bytes) -> tuple[int, Any]:
+        parts = path.strip("/").split("/")[1:]
+        try:
+            body = json.loads(raw_body) if raw_body else {}
+        except ValueError:
+            return 400, {"message": "the body is not JSON"}
+        if not isinstance(body, dict):
+            return 400, {"message": "the body is a JSON object of arguments"}
+        try:
+            if method == "GET" and parts == ["state"]:
+                return 200, self.state()
+            if method == "POST" and len(parts) == 2 and parts[0] == "actions":
+                if parts[1] not in HUMAN_ACTIONS:
+                    return 404, {"message": f"no action {parts[1]!r}; the actions are {list(HUMAN_ACTIONS)}"}
+                action = getattr(self, parts[1])
+                try:
+                    inspect.signature(action).bind(**body)
+                except TypeError as exc:
+                    return 400, {"message": f"{parts[1]}: {exc}"}
+                return 200, action(**body)
+            if method == "GET" and parts == ["deliveries"]:
+                return 200, self.delivery_summaries(failed=query.get("failed", "") in ("1", "true"))
+            if method == "GET" and len(parts) == 2 and parts[0] == "deliveries" and parts[1].isdigit():
+                return 200, self.delivery(int(parts[1]))
+            if (method == "POST" and len(parts) == 3 and parts[0] == "deliveries" and parts[1].isdigit()
+                    and parts[2] == "redeliver"):
+                return 202, {"guid": self.redeliver(int(parts[1]))}
+            if method == "PUT" and parts == ["webhook"]:
+                if not isinstance(body.get("url"), str):
+                    return 400, {"message": "give the webhook url as {\"url\": \"http://...\"}"}
+                self.set_webhook_url(body["url"])
+                return 200, {"url": self.webhook_url}
+            if method == "POST" and parts == ["wait"]:
+                idle = self.wait_for_deliveries(float(body.get("timeout", 10)))
+                return 200, {"idle": idle, "pending": self._sender.pending if self._sender else 0}
+            if parts == ["faults"] and method == "POST":
+                try:
+                    inspect.signature(self.inject_fault).bind(**body)
+                except TypeError as exc:
+                    return 400, {"message": f"inject_fault: {exc}"}
+                return 201, self.inject_fault(**body)
+            if parts == ["faults"] and method == "DELETE":
+                return 200, {"cleared": self.clear_faults()}
+        except KeyError as exc:
+            return 404, {"message": str(exc.args[0]) if exc.args else "not found"}
+        except ValueError as exc:
+            return 422, {"message": str(exc)}
+        return 404, {"message": f"the sandbox's control API has no {method} {path}"}
+
+    # ---- authentication ----------------------------------------------------------------------
+
+    def _authenticate(self, call: Call, needs: Any) -> None:
+        scheme, _, credential = call.headers.get("authorization", "").partition(" ")
+        if scheme.lower() not in ("bearer", "token") or not credential:
+            raise Refused(401, "Requires authentication")
+        if needs == APP:
+            self._check_jwt(credential)
+            return
+        token = self._tokens.get(credential)
+        if token is None or token.expires_at <= now():
+            raise Refused(401, "Bad credentials")
+        call.token = token
+        repo = call.params.get("repo")
+        if repo is not None:
+            full_name = f"{call.params['owner']}/{repo}"
+            if full_name not in self._repos or (token.repositories is not None
+                                                and repo not in token.repositories):
+                raise Refused(404, "Not Found")
+        if needs and not any(LEVELS.get(token.permissions.get(name, ""), 0) >= LEVELS[level]
+                             for name, level in needs):
+            raise Refused(403, "Resource not accessible by integration")
+
+    def _check_jwt(self, credential: str) -> None:
+        try:
+            claims = jwt.decode(credential, self.public_key, algorithms=["RS256"], leeway=CLOCK_LEEWAY,
+                                options={"require": ["iat", "exp", "iss"]})
+        except jwt.PyJWTError:
+            raise Refused(401, "A JSON web token could not be decoded") from None
+        if str(claims["iss"]) != self.app_id:
+            raise Refused(401, "A JSON web token could not be decoded")
+        if claims["exp"] > time.time() + JWT_MAX_LIFETIME + CLOCK_LEEWAY:
+            raise Refused(401, "'Expiration time' claim ('exp') is too far in the future")
+
+    # ---- App endpoints -----------------------------------------------------------------------
+
+    def _get_app(self, call: Call) -> Reply:
+        return Reply(200, self._app())
+
+    def _create_token(self, call: Call) -> Reply:
+        if call.params["installation_id"] != str(self.installation_id):
+            raise Refused(404, "Not Found")
+        body = call.body or {}
+        requested = body.get("permissions")
+        self.tokens_issued.append(None if requested is None else dict(requested))
+        granted = dict(requested) if requested is not None else dict(self.app_permissions)
+        for name, level in granted.items():
+            if LEVELS.get(level, 0) > LEVELS.get(self.app_permissions.get(name, ""), 0):
+                raise Refused(422, "The permissions requested are not granted to this installation.")
+        names = set(body.get("repositories") or [])
+        by_id = {repo["id"]: repo for repo in self._repos.values()}
+        for repo_id in body.get("repository_ids") or []:
+            if repo_id not in by_id:
+                names.add(f"\0{repo_id}")
+            else:
+                names.add(by_id[repo_id]["full_name"].split("/")[1])
+        installed = {full_name.split("/")[1]: full_name for full_name in self._repos}
+        if not names <= set(installed):
+            raise Refused(422, "There is at least one repository that does not exist or is not accessible "
+                               "to the parent installation.")
+        value = "ghs_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
+        expires = now() + TOKEN_LIFETIME
+        self._tokens[value] = Token(value, granted, frozenset(names) if names else None, expires)
+        answer = _raw_example("POST", "/app/installations/{installation_id}/access_tokens", 201)
+        template = answer["repositories"][0]
+        answer.update(token=value, expires_at=timestamp(expires), permissions=granted,
+                      repository_selection="selected" if names else "all")
+        if names:
+            answer["repositories"] = [self._repository_object(installed[name], template)
+                                      for name in sorted(names)]
+        else:
+            answer.pop("repositories")
+        return Reply(201, answer)
+
+    def _get_installation(self, call: Call) -> Reply:
+        if f"{call.params['owner']}/{call.params['repo']}" not in self._repos:
+            raise Refused(404, "Not Found")
+        answer = self._rebase(_raw_example("GET", "/repos/{owner}/{repo}/installation", 200))
+        base = self._base()
+        answer.update(
+            id=self.installation_id, app_id=int(self.app_id), app_slug=self.app_slug,
+            account=self._user(self.owner, "Organization"), target_type="Organization",
+            permissions=dict(self.app_permissions), events=subscribed(APP_EVENTS),
+            repository_selection="selected",
+            access_tokens_url=f"{base}/app/installations/{self.installation_id}/access_tokens",
+            repositories_url=f"{base}/installation/repositories",
+            html_url=f"{base}/organizations/{self.owner}/settings/installations/{self.installation_id}",
+        )
+        return Reply(200, answer)
+
+    def _list_deliveries(self, call: Call) -> Reply:
+        per_page = min(max(int(call.query.get("per_page", 30)), 1), 100)
+        found = sorted(self.deliveries, key=lambda d: d["id"], reverse=True)
+        wanted = call.query.get("status")
+        if wanted == "success":
+            found = [d for d in found if 200 <= d["status_code"] < 400]
+        elif wanted == "failure":
+            found = [d for d in found if 400 <= d["status_code"] < 600]
+        cursor = call.query.get("cursor")
+        if cursor:
+            match = re.fullmatch(r"v1_(\d+)", cursor)
+            if match is None:
+                raise Refused(400, "Bad request: the cursor is not one this API gave")
+            found = [d for d in found if d["id"] < int(match.group(1))]
+        page = found[:per_page]
+        headers = {}
+        if len(found) > per_page:
+            query = {key: value for key, value in call.query.items() if key != "cursor"}
+            query["cursor"] = f"v1_{page[-1]['id']}"
+            url = f"{self._request_base}{call.path}?{urlencode(query)}"
+            headers["Link"] = f'<{url}>; rel="next"'
+        return Reply(200, [self._delivery_item(d) for d in page], headers)
+
+    def _get_delivery(self, call: Call) -> Reply:
+        if not call.params["delivery_id"].isdigit():
+            raise Refused(404, "Not Found")
+        try:
+            record = self._delivery_record(int(call.params["delivery_id"]))
+        except KeyError:
+            raise Refused(404, "Not Found") from None
+        answer = self._delivery_item(record)
+        answer.update(url=record["url"], request=json.loads(json.dumps(record["request"])),
+                      response=json.loads(json.dumps(record["response"])))
+        return Reply(200, answer)
+
+    def _redeliver(self, call: Call) -> Reply:
+        if not call.params["delivery_id"].isdigit():
+            raise Refused(404, "Not Found")
+        try:
+            self.redeliver(int(call.params["delivery_id"]))
+        except KeyError:
+            raise Refused(404, "Not Found") from None
+        return Reply(202, {})
+
+    # ---- repositories and contents -----------------------------------------------------------
+
+    def _get_repo(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        template = _raw_example("GET", "/repos/{owner}/{repo}", 200)
+        for fork_only in ("parent", "source", "template_repository"):
+            template.pop(fork_only, None)
+        return Reply(200, self._repository_object(full_name, template))
+
+    def _get_content(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        repo = self._repo(full_name)
+        ref = call.query.get("ref") or repo["default_branch"]
+        sha = self._resolve(repo, ref)
+        if sha is None:
+            raise Refused(404, f"No commit found for the ref {ref}")
+        files = self._tree(repo, sha)
+        path = call.params["path"].strip("/")
+        if path in files:
+            entry = self._content_entry(full_name, ref, path, files[path], with_content=True)
+            return Reply(200, entry)
+        prefix = f"{path}/" if path else ""
+        children: dict[str, str | None] = {}
+        for file_path, text in files.items():
+            if file_path.startswith(prefix):
+                child, _, rest = file_path[len(prefix):].partition("/")
+                children[child] = None if rest else text
+        if not children:
+            raise Refused(404, "Not Found")
+        return Reply(200, [self._content_entry(full_name, ref, prefix + child, text)
+                           for child, text in sorted(children.items())])
+
+    def _content_entry(self, full_name: str, ref: str, path: str, text: str | None,
+                       with_content: bool = False) -> dict[str, Any]:
+        base = self._base()
+        is_file = text is not None
+        sha = blob_sha(text) if is_file else blob_sha(f"tree:{full_name}:{path}")
+        kind = "blobs" if is_file else "trees"
+        url = f"{base}/repos/{full_name}/contents/{quote(path)}?ref={quote(ref)}"
+        git_url = f"{base}/repos/{full_name}/git/{kind}/{sha}"
+        html_url = f"{base}/{full_name}/{'blob' if is_file else 'tree'}/{quote(ref)}/{quote(path)}"
+        entry: dict[str, Any] = {
+            "type": "file" if is_file else "dir", "name": path.rsplit("/", 1)[-1], "path": path,
+            "sha": sha, "size": len(text.encode()) if is_file else 0, "url": url, "git_url": git_url,
+            "html_url": html_url, "download_url": f"{base}/raw/{full_name}/{quote(ref)}/{quote(path)}"
+            if is_file else None,
+            "_links": {"self": url, "git": git_url, "html": html_url},
+        }
+        if with_content and text is not None:
+            entry.update(content=base64.encodebytes(text.encode()).decode(), encoding="base64")
+        return entry
+
+    def _get_permission(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        login = call.params["username"]
+        role = self._roles.get((full_name, login), "none")
+        permission = ROLE_PERMISSION[role]
+        user = self._user(login)
+        rank = ("none", "read", "triage", "write", "maintain", "admin").index(role)
+        user.update(role_name=role, permissions={"pull": rank >= 1, "triage": rank >= 2, "push": rank >= 3,
+                                                 "maintain": rank >= 4, "admin": rank >= 5})
+        return Reply(200, {"permission": permission, "role_name": role, "user": user})
+
+    # ---- issues, comments, reactions, labels -------------------------------------------------
+
+    def _get_issue(self, call: Call) -> Reply:
+        return Reply(200, self._issue_object(self._issue_from(call)))
+
+    def _list_comments(self, call: Call) -> Reply:
+        issue = self._issue_from(call)
+        since = call.query.get("since", "")
+        found = [c for c in self.comments if c["repo"] == issue["repo"]
+                 and c["issue_number"] == issue["number"] and c["updated_at"] >= since]
+        return self._page(call, [self._comment_object(c) for c in found])
+
+    def _create_comment(self, call: Call) -> Reply:
+        issue = self._issue_from(call)
+        comment = self._new_comment(issue, call.body["body"], self._bot_login(), "Bot")
+        self._announce_comment("created", comment, self._wh_user(self._bot_login(), "Bot"))
+        return Reply(201, self._comment_object(comment))
+
+    def _update_comment(self, call: Call) -> Reply:
+        comment = self._comment_from(call)
+        before = comment["body"]
+        comment.update(body=call.body["body"], updated_at=timestamp())
+        if before != comment["body"]:
+            self._announce_comment("edited", comment, self._wh_user(self._bot_login(), "Bot"),
+                                   changes={"body": {"from": before}})
+        return Reply(200, self._comment_object(comment))
+
+    def _react_to_comment(self, call: Call) -> Reply:
+        comment = self._comment_from(call)
+        return self._react(comment["repo"], "comment_id", comment["id"], call.body["content"])
+
+    def _react_to_issue(self, call: Call) -> Reply:
+        issue = self._issue_from(call)
+        return self._react(issue["repo"], "issue_number", issue["number"], call.body["content"])
+
+    def _react(self, repo: str, subject: str, key: int, content: str) -> Reply:
+        login = self._bot_login()
+        for reaction in self.reactions:
+            if (reaction["repo"], reaction.get(subject), reaction["content"], reaction["user"]) == (
+                    repo, key, content, login):
+                return Reply(200, self._reaction_object(reaction))  # GitHub's answer to a repeat
+        reaction = {"id": self._new_id(), "repo": repo, subject: key, "content": content, "user": login,
+                    "created_at": timestamp()}
+        self.reactions.append(reaction)
+        return Reply(201, self._reaction_object(reaction))
+
+    def _add_labels(self, call: Call) -> Reply:
+        issue = self._issue_from(call)
+        bot = self._wh_user(self._bot_login(), "Bot")
+        for label in call.body.get("labels", []):
+            self._label(issue, label if isinstance(label, str) else label["name"], bot)
+        return Reply(200, [self._label_object(issue["repo"], name) for name in issue["labels"]])
+
+    def _remove_label(self, call: Call) -> Reply:
+        issue = self._issue_from(call)
+        name = call.params["name"]
+        if name not in issue["labels"]:
+            raise Refused(404, "Label does not exist")
+        self._unlabel(issue, name, self._wh_user(self._bot_login(), "Bot"))
+        return Reply(200, [self._label_object(issue["repo"], label) for label in issue["labels"]])
+
+    def _label(self, issue: dict[str, Any], name: str, sender: dict[str, Any]) -> None:
+        if name in issue["labels"]:
+            return  # GitHub announces only a change
+        issue["labels"].append(name)
+        issue["updated_at"] = timestamp()
+        self._announce_issue("labeled", issue, sender, label=self._label_object(issue["repo"], name))
+
+    def _unlabel(self, issue: dict[str, Any], name: str, sender: dict[str, Any]) -> None:
+        issue["labels"].remove(name)
+        issue["updated_at"] = timestamp()
+        self._announce_issue("unlabeled", issue, sender, label=self._label_object(issue["repo"], name))
+
+    # ---- check runs and suites ---------------------------------------------------------------
+
+    def _create_check_run(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        body = call.body
+        if body["head_sha"] not in self._repo(full_name)["commits"]:
+            raise Refused(422, f"No commit found for SHA: {body['head_sha']}")
+        run = self._new_check_run(full_name, body["name"], body["head_sha"], "app")
+        self._apply_check_run(run, body)
+        bot = self._wh_user(self._bot_login(), "Bot")
+        self._announce_check_run("created", run, bot)
+        self._settle_suite(self._suites[run["suite_id"]], bot)
+        return Reply(201, self._check_run_object(run))
+
+    def _update_check_run(self, call: Call) -> Reply:
+        run = self._check_run_from(call)
+        was = run["status"]
+        self._apply_check_run(run, call.body or {})
+        if run["status"] == "completed" and was != "completed":
+            bot = self._wh_user(self._bot_login(), "Bot")
+            self._announce_check_run("completed", run, bot)
+            self._settle_suite(self._suites[run["suite_id"]], bot)
+        return Reply(200, self._check_run_object(run))
+
+    def _new_check_run(self, repo: str, name: str, head_sha: str, app: str) -> dict[str, Any]:
+        suite = self._suite(repo, head_sha, app)
+        run = {"id": self._new_id(), "repo": repo, "name": name, "head_sha": head_sha, "app": app,
+               "suite_id": suite["id"], "status": "queued", "conclusion": None, "external_id": "",
+               "output": {}, "details_url": None, "started_at": timestamp(), "completed_at": None}
+        self.check_runs[run["id"]] = run
+        if suite["status"] == "completed":
+            suite.update(status="in_progress", conclusion=None, updated_at=timestamp())
+        return run
+
+    @staticmethod
+    def _apply_check_run(run: dict[str, Any], body: dict[str, Any]) -> None:
+        status = body.get("status", run["status"])
+        conclusion = body.get("conclusion", run["conclusion"])
+        if "conclusion" in body:
+            status = "completed"  # GitHub: a conclusion completes the run
+        if status == "completed" and conclusion is None:
+            raise Refused(422, "Invalid request.\n\n\"conclusion\" wasn't supplied.")
+        for key in ("name", "external_id", "details_url", "started_at"):
+            if key in body:
+                run[key] = body[key]
+        if "output" in body:
+            run["output"] = dict(body["output"])
+        run.update(status=status, conclusion=conclusion)
+        if status == "completed":
+            run["completed_at"] = body.get("completed_at") or run["completed_at"] or timestamp()
+
+    def _suite(self, repo: str, head_sha: str, app: str) -> dict[str, Any]:
+        for suite in self._suites.values():
+            if (suite["repo"], suite["head_sha"], suite["app"]) == (repo, head_sha, app):
+                return suite
+        record = self._repo(repo)
+        commit = record["commits"].get(head_sha) or {}
+        suite = {"id": self._new_id(), "repo": repo, "head_sha": head_sha, "app": app,
+                 "head_branch": self._branch_of(repo, head_sha), "status": "queued", "conclusion": None,
+                 "before": (commit.get("parents") or [ZERO_SHA])[0], "created_at": timestamp(),
+                 "updated_at": timestamp()}
+        self._suites[suite["id"]] = suite
+        return suite
+
+    def _settle_suite(self, suite: dict[str, Any], sender: dict[str, Any]) -> None:
+        """A suite completes, and is announced, when its last run completes."""
+        runs = [run for run in self.check_runs.values() if run["suite_id"] == suite["id"]]
+        if not runs:
+            return
+        if all(run["status"] == "completed" for run in runs):
+            if suite["status"] == "completed":
+                return
+            suite.update(status="completed", conclusion=worst([run["conclusion"] for run in runs]),
+                         updated_at=timestamp())
+            self._announce_check_suite("completed", suite, sender)
+        elif suite["status"] != "in_progress" and any(run["status"] != "queued" for run in runs):
+            suite.update(status="in_progress", updated_at=timestamp())
+
+    def _get_check_run(self, call: Call) -> Reply:
+        return Reply(200, self._check_run_object(self._check_run_from(call)))
+
+    def _list_check_runs(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        sha = self._resolve(self._repo(full_name), call.params["ref"])
+        if sha is None:
+            raise Refused(422, f"No commit found for SHA: {call.params['ref']}")
+        runs = [run for run in self.check_runs.values()
+                if run["repo"] == full_name and run["head_sha"] == sha]
+        if "check_name" in call.query:
+            runs = [run for run in runs if run["name"] == call.query["check_name"]]
+        if "status" in call.query:
+            runs = [run for run in runs if run["status"] == call.query["status"]]
+        runs.sort(key=lambda run: run["id"], reverse=True)
+        if call.query.get("filter", "latest") == "latest":
+            newest: dict[str, dict[str, Any]] = {}
+            for run in runs:
+                newest.setdefault(run["name"], run)
+            runs = list(newest.values())
+        reply = self._page(call, [self._check_run_object(run) for run in runs])
+        reply.body = {"total_count": len(runs), "check_runs": reply.body}
+        return reply
+
+    # ---- pull requests, reviews, teams -------------------------------------------------------
+
+    def _get_pull(self, call: Call) -> Reply:
+        template = _raw_example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", 200)
+        return Reply(200, self._pull_object(self._pull_from(call), template))
+
+    def _list_pulls(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        state = call.query.get("state", "open")
+        pulls = [issue for (repo, _), issue in self._issues.items()
+                 if repo == full_name and issue["pull_request"] and state in ("all", issue["state"])]
+        if "head" in call.query:
+            owner, _, ref = call.query["head"].rpartition(":")
+            pulls = [p for p in pulls if p["head_ref"] == ref and owner in ("", full_name.split("/")[0])]
+        if "base" in call.query:
+            pulls = [p for p in pulls if p["base_ref"] == call.query["base"]]
+        pulls.sort(key=lambda p: p["number"], reverse=call.query.get("direction", "desc") == "desc")
+        template = _raw_example("GET", "/repos/{owner}/{repo}/pulls", 200)[0]
+        return self._page(call, [self._pull_object(p, json.loads(json.dumps(template))) for p in pulls])
+
+    def _list_reviews(self, call: Call) -> Reply:
+        pull = self._pull_from(call)
+        reviews = self._reviews[(pull["repo"], pull["number"])]
+        return self._page(call, [self._review_object(pull, review) for review in reviews])
+
+    def _get_membership(self, call: Call) -> Reply:
+        team = self._teams.get((call.params["org"], call.params["team_slug"]))
+        login = call.params["username"]
+        if team is None or login not in team["members"]:
+            raise Refused(404, "Not Found")
+        return Reply(200, {"url": f"{self._base()}/teams/{team['id']}/memberships/{login}",
+                           "role": "member", "state": "active"})
+
+    # ---- state helpers -----------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _user_id(self, login: str) -> int:
+        if login not in self._users:
+            self._users[login] = self._new_id()
+        return self._users[login]
+
+    def _bot_login(self) -> str:
+        return f"{self.app_slug}[bot]"
+
+    def _kind(self, login: str) -> str:
+        if login == self.owner:
+            return "Organization"
+        return "Bot" if login.endswith("[bot]") else "User"
+
+    @staticmethod
+    def _foreign_commit() -> dict[str, Any]:
+        """A commit the sandbox did not make: it shows the default branch's tree."""
+        return {"files": None, "message": "", "author": "", "timestamp": timestamp(), "parents": [],
+                "added": [], "modified": [], "removed": []}
+
+    def _new_commit(self, repo: dict[str, Any], branch: str, files: dict[str, str], message: str,
+                    author: str, parents: list[str] | None = None) -> str:
+        if parents is None:
+            parents = [repo["branches"][branch]] if branch in repo["branches"] else []
+        before = self._tree(repo, parents[0]) if parents else {}
+        sha = hashlib.sha1(json.dumps([repo["full_name"], parents, files, message, self._new_id()],
+                                      sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+        repo["commits"][sha] = {
+            "files": dict(files), "message": message, "author": author, "timestamp": timestamp(),
+            "parents": list(parents), "tree_id": blob_sha(json.dumps(files, sort_keys=True)),
+            "added": sorted(set(files) - set(before)), "removed": sorted(set(before) - set(files)),
+            "modified": sorted(p for p in set(files) & set(before) if files[p] != before[p]),
+        }
+        repo["branches"][branch] = sha
+        return sha
+
+    def _head(self, repo: dict[str, Any]) -> str:
+        return repo["branches"][repo["default_branch"]]
+
+    def _tree(self, repo: dict[str, Any], sha: str) -> dict[str, str]:
+        commit = repo["commits"].get(sha)
+        if commit is None or commit["files"] is None:
+            return repo["commits"][self._head(repo)]["files"]
+        return commit["files"]
+
+    def _repo(self, full_name: str) -> dict[str, Any]:
+        repo = self._repos.get(full_name)
+        if repo is None:
+            raise KeyError(f"no repository {full_name}: add it with add_repo first")
+        return repo
+
+    def _resolve(self, repo: dict[str, Any], ref: str) -> str | None:
+        ref = ref.removeprefix("refs/").removeprefix("heads/")
+        if ref in repo["commits"]:
+            return ref
+        if ref in repo["branches"]:
+            return repo["branches"][ref]
+        for (full_name, _), issue in self._issues.items():
+            if full_name == repo["full_name"] and issue["pull_request"] and issue["head_ref"] == ref:
+                return issue["head_sha"]
+        return None
+
+    def _branch_of(self, repo: str, sha: str) -> str | None:
+        record = self._repo(repo)
+        for branch, head in record["branches"].items():
+            if head == sha:
+                return branch
+        for pull in self._open_pulls(repo):
+            if pull["head_sha"] == sha:
+                return pull["head_ref"]
+        return None
+
+    def _open_pulls(self, repo: str) -> list[dict[str, Any]]:
+        return [issue for (name, _), issue in sorted(self._issues.items())
+                if name == repo and issue["pull_request"] and issue["state"] == "open"]
+
+    def _next_number(self, repo: str) -> int:
+        self._repo(repo)
+        return max((number for name, number in self._issues if name == repo), default=0) + 1
+
+    def _new_issue(self, repo: str, number: int, title: str, body: str, author: str,
+                   labels: tuple[str, ...], state: str) -> dict[str, Any]:
+        self._repo(repo)
+        if (repo, number) in self._issues:
+            raise ValueError(f"{repo}#{number} exists already")
+        issue = {"repo": repo, "number": number, "id": self._new_id(), "title": title, "body": body,
+                 "author": author, "labels": list(labels), "state": state, "locked": False,
+                 "pull_request": False, "assignees": [], "requested_reviewers": [],
+                 "created_at": timestamp(), "updated_at": timestamp(),
+                 "closed_at": timestamp() if state == "closed" else None,
+                 "merged": False, "merge_commit_sha": None, "merged_by": None, "merged_at": None}
+        self._issues[(repo, number)] = issue
+        return issue
+
+    @staticmethod
+    def _close(issue: dict[str, Any]) -> None:
+        issue.update(state="closed", closed_at=timestamp(), updated_at=timestamp())
+
+    def _new_review(self, pull: dict[str, Any], login: str, state: str, commit_id: str | None,
+                    user_type: str, body: str) -> dict[str, Any]:
+        review = {"id": self._new_id(), "repo": pull["repo"], "number": pull["number"], "login": login,
+                  "state": state, "commit_id": commit_id or pull["head_sha"], "user_type": user_type,
+                  "body": body, "submitted_at": timestamp()}
+        self._reviews[(pull["repo"], pull["number"])].append(review)
+        return review
+
+    def _issue(self, repo: str, number: int) -> dict[str, Any]:
+        issue = self._issues.get((repo, number))
+        if issue is None:
+            raise KeyError(f"no issue or pull request {repo}#{number}")
+        return issue
+
+    def _pull(self, repo: str, number: int) -> dict[str, Any]:
+        issue = self._issues.get((repo, number))
+        if issue is None or not issue["pull_request"]:
+            raise KeyError(f"no pull request {repo}#{number}")
+        return issue
+
+    def _pull_from(self, call: Call) -> dict[str, Any]:
+        issue = self._issues.get((f"{call.params['owner']}/{call.params['repo']}",
+                                  self._number(call, "pull_number")))
+        if issue is None or not issue["pull_request"]:
+            raise Refused(404, "Not Found")
+        return issue
+
+    @staticmethod
+    def _number(call: Call, name: str) -> int:
+        if not call.params[name].isdigit():
+            raise Refused(404, "Not Found")
+        return int(call.params[name])
+
+    def _issue_from(self, call: Call) -> dict[str, Any]:
+        issue = self._issues.get((f"{call.params['owner']}/{call.params['repo']}",
+                                  self._number(call, "issue_number")))
+        if issue is None:
+            raise Refused(404, "Not Found")
+        return issue
+
+    def _comment_from(self, call: Call) -> dict[str, Any]:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        wanted = self._number(call, "comment_id")
+        for comment in self.comments:
+            if comment["id"] == wanted and comment["repo"] == full_name:
+                return comment
+        raise Refused(404, "Not Found")
+
+    def _check_run_from(self, call: Call) -> dict[str, Any]:
+        run = self.check_runs.get(self._number(call, "check_run_id"))
+        if run is None or run["repo"] != f"{call.params['owner']}/{call.params['repo']}":
+            raise Refused(404, "Not Found")
+        return run
+
+    def _new_comment(self, issue: dict[str, Any], body: str, login: str, user_type: str) -> dict[str, Any]:
+        comment = {"id": self._new_id(), "repo": issue["repo"], "issue_number": issue["number"],
+                   "body": body, "user": login, "user_type": user_type,
+                   "created_at": timestamp(), "updated_at": timestamp()}
+        self.comments.append(comment)
+        return comment
+
+    def _delivery_record(self, delivery_id: int) -> dict[str, Any]:
+        for record in self.deliveries:
+            if record["id"] == delivery_id:
+                return record
+        raise KeyError(f"no delivery {delivery_id}")
+
+    def _repo_summary(self, repo: dict[str, Any]) -> dict[str, Any]:
+        name = repo["full_name"]
+        issues = [i for (r, _), i in self._issues.items() if r == name]
+        return {"full_name": name, "id": repo["id"], "default_branch": repo["default_branch"],
+                "head_sha": self._head(repo), "branches": dict(sorted(repo["branches"].items())),
+                "open_issues": sum(1 for i in issues if not i["pull_request"] and i["state"] == "open"),
+                "open_pulls": sum(1 for i in issues if i["pull_request"] and i["state"] == "open")}
+
+    # ---- webhooks ---------------------------------------------------------------------------
+
+    def _announce(self, event: str, payload: dict[str, Any], repo: str | None) -> None:
+        """Queue one webhook: the installation, and the organisation of a repository's event, added."""
+        if not self.webhook_url:
+            return
+        payload.setdefault("installation", {"id": self.installation_id,
+                                            "node_id": node_id("Installation", self.installation_id)})
+        if repo is not None and repo.split("/")[0] == self.owner:
+            payload["organization"] = self._wh_organization()
+        repository_id = self._repos[repo]["id"] if repo else None
+        self._sender.submit(webhooks.Outgoing.new(event, payload, self.installation_id, repository_id))
+
+    def _record_delivery(self, outgoing: webhooks.Outgoing, attempt: dict[str, Any]) -> None:
+        with self._lock:
+            self._next_delivery_id += 1
+            self.deliveries.append({
+                "id": self._next_delivery_id, "guid": outgoing.guid, "delivered_at": timestamp(),
+                "redelivery": outgoing.redelivery, "duration": attempt["duration"],
+                "status": attempt["status"], "status_code": attempt["status_code"], "event": outgoing.event,
+                "action": outgoing.action, "installation_id": outgoing.installation_id,
+                "repository_id": outgoing.repository_id, "throttled_at": None, "url": attempt["url"],
+                "request": {"headers": attempt["request_headers"], "payload": outgoing.payload},
+                "response": {"headers": attempt["response_headers"], "payload": attempt["response_body"]},
+            })
+            del self.deliveries[:-MAX_DELIVERIES]
+            self._log_delivery(self.deliveries[-1])
+
+    def _example(self, event: str, action: str | None, repo: str | None = None) -> dict[str, Any]:
+        """GitHub's example of the event, its urls pointing at the sandbox and at `repo`."""
+        body = webhooks.example(event, action)
+        example_repo = (body.get("repository") or {}).get("full_name")
+        if repo and example_repo:
+            body = retarget(body, example_repo, repo)
+        return self._rebase(body)
+
+    def _announce_issue(self, action: str, issue: dict[str, Any], sender: dict[str, Any],
+                        **extra: Any) -> None:
+        if issue["pull_request"]:
+            self._announce_pull(action, issue, sender, **extra)
+            return
+        example = self._example("issues", action, issue["repo"])
+        self._announce("issues", {"action": action, "issue": self._wh_issue(issue, example["issue"]), **extra,
+                                  "repository": self._wh_repository(issue["repo"], example["repository"]),
+                                  "sender": sender}, issue["repo"])
+
+    def _announce_pull(self, action: str, pull: dict[str, Any], sender: dict[str, Any], **extra: Any) -> None:
+        example = self._example("pull_request", action, pull["repo"])
+        self._announce("pull_request", {
+            "action": action, "number": pull["number"], **extra,
+            "pull_request": self._wh_pull(pull, example["pull_request"]),
+            "repository": self._wh_repository(pull["repo"], example["repository"]), "sender": sender,
+        }, pull["repo"])
+
+    def _announce_comment(self, action: str, comment: dict[str, Any], sender: dict[str, Any],
+                          **extra: Any) -> None:
+        repo = comment["repo"]
+        issue = self._issues[(repo, comment["issue_number"])]
+        example = self._example("issue_comment", action, repo)
+        wh_comment = adapt(self._comment_object(comment), example["comment"])
+        wh_comment["performed_via_github_app"] = (self._wh_app(self._app()) if comment["user_type"] == "Bot"
+                                                  and comment["user"] == self._bot_login() else None)
+        wh_comment["reactions"] = self._reactions_summary(wh_comment["url"])
+        self._announce("issue_comment", {
+            "action": action, **extra, "issue": self._wh_issue(issue, example["issue"]),
+            "comment": wh_comment, "repository": self._wh_repository(repo, example["repository"]),
+            "sender": sender,
+        }, repo)
+
+    def _announce_push(self, repo: dict[str, Any], branch: str, before: str, after: str, shas: list[str],
+                       pusher: str) -> None:
+        full_name = repo["full_name"]
+        example = self._example("push", None, full_name)
+        html = f"{self._base()}/{full_name}"
+        commits = [self._wh_commit(repo, sha) for sha in shas]
+        self._announce("push", {
+            "ref": f"refs/heads/{branch}", "before": before, "after": after, "created": before == ZERO_SHA,
+            "deleted": False, "forced": False, "base_ref": None,
+            "compare": f"{html}/compare/{before[:12]}...{after[:12]}" if before != ZERO_SHA
+            else f"{html}/commit/{after[:12]}",
+            "commits": commits, "head_commit": commits[-1] if commits else None,
+            "repository": self._wh_repository(full_name, example["repository"]),
+            "pusher": {"name": pusher, "email": self._email(pusher)}, "sender": self._wh_user(pusher),
+        }, full_name)
+
+    def _announce_check_run(self, action: str, run: dict[str, Any], sender: dict[str, Any]) -> None:
+        repo = run["repo"]
+        example = self._example("check_run", action, repo)
+        template = example["check_run"]
+        rest = self._check_run_object(run)
+        check_run = adapt({key: value for key, value in rest.items() if key not in ("app", "check_suite")},
+                          template)
+        suite = self._wh_check_suite(self._suites[run["suite_id"]], template["check_suite"])
+        check_run.update(app=self._wh_app(rest["app"]), check_suite=suite,
+                         pull_requests=rest["pull_requests"])
+        if check_run.get("details_url") is None:
+            check_run["details_url"] = rest["html_url"]
+        self._announce("check_run", {"action": action, "check_run": check_run,
+                                     "repository": self._wh_repository(repo, example["repository"]),
+                                     "sender": sender}, repo)
+
+    def _announce_check_suite(self, action: str, suite: dict[str, Any], sender: dict[str, Any]) -> None:
+        repo = suite["repo"]
+        example = self._example("check_suite", action, repo)
+        self._announce("check_suite", {
+            "action": action, "check_suite": self._wh_check_suite(suite, example["check_suite"]),
+            "repository": self._wh_repository(repo, example["repository"]), "sender": sender,
+        }, repo)
+
+    # ---- webhook objects: GitHub's example shapes, the sandbox's data --------------------------
+
+    def _wh_user(self, login: str, user_type: str | None = None) -> dict[str, Any]:
+        return strip(self._user(login, user_type or self._kind(login)))
+
+    def _email(self, login: str) -> str:
+        return f"{self._user_id(login)}+{login}@users.noreply.github.com"
+
+    def _wh_app(self, rest_app: dict[str, Any]) -> dict[str, Any]:
+        app = {key: strip(rest_app[key]) for key in APP_FIELDS if key in rest_app}
+        app["events"] = subscribed(app.get("events") or [])
+        return app
+
+    def _wh_organization(self) -> dict[str, Any]:
+        template = self._rebase(webhooks.organization_example())
+        user = self._user(self.owner, "Organization")
+        api = f"{self._base()}/orgs/{self.owner}"
+        return set_present(template, login=self.owner, id=user["id"],
+                           node_id=node_id("Organization", user["id"]), url=api,
+                           html_url=f"{self._base()}/{self.owner}", repos_url=f"{api}/repos",
+                           events_url=f"{api}/events", hooks_url=f"{api}/hooks", issues_url=f"{api}/issues",
+                           members_url=f"{api}/members{{/member}}",
+                           public_members_url=f"{api}/public_members{{/member}}",
+                           avatar_url=user["avatar_url"], description=None)
+
+    def _wh_installation(self, template: dict[str, Any]) -> dict[str, Any]:
+        base = self._base()
+        account = self._wh_user(self.owner, "Organization")
+        return set_present(
+            dict(template), id=self.installation_id, account=account, repository_selection="selected",
+            access_tokens_url=f"{base}/app/installations/{self.installation_id}/access_tokens",
+            repositories_url=f"{base}/installation/repositories",
+            html_url=f"{base}/organizations/{self.owner}/settings/installations/{self.installation_id}",
+            app_id=int(self.app_id), target_id=account["id"], target_type="Organization",
+            permissions=dict(self.app_permissions), events=subscribed(APP_EVENTS),
+            created_at=int(time.time()), updated_at=int(time.time()), single_file_name=None,
+            suspended_at=None, suspended_by=None)
+
+    def _repo_lite(self, full_name: str) -> dict[str, Any]:
+        repo = self._repos[full_name]
+        return {"id": repo["id"], "node_id": node_id("Repository", repo["id"]),
+                "name": full_name.split("/")[1], "full_name": full_name, "private": False}
+
+    def _wh_repository(self, full_name: str, template: dict[str, Any]) -> dict[str, Any]:
+        repo = self._repos[full_name]
+        owner, name = full_name.split("/")
+        api = f"{self._base()}/repos/{full_name}"
+        html = f"{self._base()}/{full_name}"
+        issues = [i for (r, _), i in self._issues.items() if r == full_name and i["state"] == "open"]
+        return set_present(
+            dict(template), id=repo["id"], node_id=node_id("Repository", repo["id"]), name=name,
+            full_name=full_name, owner=self._wh_user(owner), private=False, fork=False, archived=False,
+            disabled=False, default_branch=repo["default_branch"], master_branch=repo["default_branch"],
+            visibility="public", description=None, homepage=None, language=None, mirror_url=None,
+            url=api, html_url=html, clone_url=f"{html}.git", git_url=f"{html}.git",
+            svn_url=html, open_issues_count=len(issues), open_issues=len(issues), is_template=False,
+            topics=[], organization=owner if self._kind(owner) == "Organization" else None,
+        )
+
+    def _wh_issue(self, issue: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+        answer = adapt(self._issue_object(issue), template)
+        api = f"{self._base()}/repos/{issue['repo']}/issues/{issue['number']}"
+        return set_present(answer, timeline_url=f"{api}/timeline", performed_via_github_app=None,
+                           reactions=self._reactions_summary(api), draft=issue.get("draft", False),
+                           active_lock_reason=None)
+
+    def _wh_pull(self, pull: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+        rest = self._pull_object(pull, _raw_example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", 200))
+        answer = adapt(rest, template)
+        for side in ("head", "base"):
+            answer[side]["repo"] = self._wh_repository(pull["repo"], template[side]["repo"])
+        commits = sum(1 for _ in self._pull_commits(pull))
+        return set_present(answer, comments=sum(1 for c in self.comments if (c["repo"], c["issue_number"])
+                                                == (pull["repo"], pull["number"])),
+                           review_comments=0, commits=commits, rebaseable=True,
+                           maintainer_can_modify=False, additions=0, deletions=0, changed_files=0)
+
+    def _pull_commits(self, pull: dict[str, Any]) -> list[str]:
+        """The pull request's commits: from its head back to where it left its base."""
+        record = self._repos[pull["repo"]]
+        found, sha = [], pull["head_sha"]
+        while sha and sha != pull.get("fork_sha") and sha in record["commits"] and len(found) < 250:
+            found.append(sha)
+            parents = record["commits"][sha]["parents"]
+            sha = parents[0] if parents else ""
+        return found or [pull["head_sha"]]
+
+    def _wh_commit(self, repo: dict[str, Any], sha: str) -> dict[str, Any]:
+        commit = repo["commits"][sha]
+        author = commit["author"]
+        person = {"name": author, "email": self._email(author), "username": author}
+        return {"id": sha, "tree_id": commit["tree_id"], "distinct": True, "message": commit["message"],
+                "timestamp": commit["timestamp"], "url": f"{self._base()}/{repo['full_name']}/commit/{sha}",
+                "author": dict(person), "committer": dict(person), "added": commit["added"],
+                "removed": commit["removed"], "modified": commit["modified"]}
+
+    def _wh_check_suite(self, suite: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+        repo = self._repos[suite["repo"]]
+        api = f"{self._base()}/repos/{suite['repo']}/check-suites/{suite['id']}"
+        commit = repo["commits"].get(suite["head_sha"]) or self._foreign_commit()
+        author = commit["author"] or self.owner
+        person = {"name": author, "email": self._email(author)}
+        runs = [run for run in self.check_runs.values() if run["suite_id"] == suite["id"]]
+        return set_present(
+            dict(template), id=suite["id"], node_id=node_id("CheckSuite", suite["id"]),
+            head_branch=suite["head_branch"], head_sha=suite["head_sha"], status=suite["status"],
+            conclusion=suite["conclusion"], url=api, before=suite["before"], after=suite["head_sha"],
+            pull_requests=[self._pull_minimal(p) for p in self._open_pulls(suite["repo"])
+                           if p["head_sha"] == suite["head_sha"]],
+            app=self._wh_app(self._app() if suite["app"] == "app" else self._ci_app()),
+            created_at=suite["created_at"], updated_at=suite["updated_at"],
+            latest_check_runs_count=len(runs), check_runs_url=f"{api}/check-runs", rerequestable=True,
+            runs_rerequestable=True,
+            head_commit={"id": suite["head_sha"], "tree_id": commit.get("tree_id") or suite["head_sha"],
+                         "message": commit["message"], "timestamp": commit["timestamp"],
+                         "author": person, "committer": dict(person)})
+
+    def _reactions_summary(self, url: str) -> dict[str, Any]:
+        return {"url": f"{url}/reactions", "total_count": 0, "+1": 0, "-1": 0, "laugh": 0, "hooray": 0,
+                "confused": 0, "heart": 0, "rocket": 0, "eyes": 0}
+
+    # ---- REST answers, built on GitHub's examples -------------------------------------------
+
+    def _base(self) -> str:
+        return (self.base_url or self._request_base or "http://localhost").rstrip("/")
+
+    def _rebase(self, value: Any) -> Any:
+        """Point an example's urls at the sandbox."""
+        base = self._base()
+        if isinstance(value, str):
+            for host in ("https://api.github.com", "https://github.com", "https://uploads.github.com"):
+                if value.startswith(host):
+                    return base + value[len(host):]
+            return value
+        if isinstance(value, dict):
+            return {key: self._rebase(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._rebase(item) for item in value]
+        return value
+
+    def _page(self, call: Call, items: list[Any]) -> Reply:
+        per_page = min(max(int(call.query.get("per_page", 30)), 1), 100)
+        page = max(int(call.query.get("page", 1)), 1)
+        last = max(1, math.ceil(len(items) / per_page))
+        headers = {}
+        if page < last:
+            url = f"{self._request_base}{call.path}?"
+            headers["Link"] = (f'<{url}{urlencode({**call.query, "page": page + 1})}>; rel="next", '
+                               f'<{url}{urlencode({**call.query, "page": last})}>; rel="last"')
+        return Reply(200, items[(page - 1) * per_page:page * per_page], headers)
+
+    def _user(self, login: str, user_type: str = "User") -> dict[str, Any]:
+        user_id = self._user_id(login)
+        base = self._base()
+        api = f"{base}/users/{quote(login)}"
+        return {
+            "login": login, "id": user_id, "node_id": node_id(user_type, user_id),
+            "avatar_url": f"{base}/avatars/u/{user_id}", "gravatar_id": "", "url": api,
+            "html_url": f"{base}/{quote(login)}", "followers_url": f"{api}/followers",
+            "following_url": f"{api}/following{{/other_user}}", "gists_url": f"{api}/gists{{/gist_id}}",
+            "starred_url": f"{api}/starred{{/owner}}{{/repo}}", "subscriptions_url": f"{api}/subscriptions",
+            "organizations_url": f"{api}/orgs", "repos_url": f"{api}/repos",
+            "events_url": f"{api}/events{{/privacy}}", "received_events_url": f"{api}/received_events",
+            "type": user_type, "site_admin": False, "user_view_type": "public",
+        }
+
+    def _app(self) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("GET", "/app", 200))
+        app_id = int(self.app_id)
+        answer.update(id=app_id, slug=self.app_slug, name=self.app_slug,
+                      node_id=node_id("Integration", app_id), owner=self._user(self.owner, "Organization"),
+                      html_url=f"{self._base()}/apps/{self.app_slug}",
+                      permissions=dict(self.app_permissions), events=subscribed(APP_EVENTS))
+        return answer
+
+    def _ci_app(self) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("GET", "/app", 200))
+        answer.update(id=CI_APP["id"], slug=CI_APP["slug"], name=CI_APP["name"],
+                      node_id=node_id("Integration", CI_APP["id"]),
+                      owner=self._user(CI_APP["owner"], "Organization"),
+                      html_url=f"{self._base()}/apps/{CI_APP['slug']}",
+                      permissions={"checks": "write", "contents": "read", "metadata": "read"},
+                      events=["check_run", "check_suite", "push"])
+        return answer
+
+    def _repository_object(self, full_name: str, template: dict[str, Any]) -> dict[str, Any]:
+        repo = self._repos[full_name]
+        owner, name = full_name.split("/")
+        old_api = template["url"]
+        old_html = template["html_url"]
+        api = f"{self._base()}/repos/{full_name}"
+        html = f"{self._base()}/{full_name}"
+
+        def retarget_urls(value: Any) -> Any:
+            if isinstance(value, str):
+                return value.replace(old_api, api).replace(old_html, html)
+            if isinstance(value, dict):
+                return {key: retarget_urls(item) for key, item in value.items()}
+            if isinstance(value, list):
+                return [retarget_urls(item) for item in value]
+            return value
+
+        answer = self._rebase(retarget_urls(template))
+        answer.update(id=repo["id"], node_id=node_id("Repository", repo["id"]), name=name,
+                      full_name=full_name,
+                      owner=self._user(owner, "Organization" if owner == self.owner else "User"),
+                      default_branch=repo["default_branch"], private=False, visibility="public",
+                      fork=False, archived=False, disabled=False, language=None, url=api, html_url=html,
+                      clone_url=f"{html}.git", git_url=f"{html}.git", mirror_url=None)
+        return answer
+
+    def _label_object(self, repo: str, name: str) -> dict[str, Any]:
+        if (repo, name) not in self._labels:
+            self._labels[(repo, name)] = self._new_id()
+        label_id = self._labels[(repo, name)]
+        return {"id": label_id, "node_id": node_id("Label", label_id), "name": name, "description": None,
+                "url": f"{self._base()}/repos/{repo}/labels/{quote(name)}", "color": "ededed",
+                "default": False}
+
+    def _association(self, repo: str, login: str) -> str:
+        if login == self.owner:
+            return "OWNER"
+        return "COLLABORATOR" if self._roles.get((repo, login), "none") != "none" else "NONE"
+
+    def _issue_object(self, issue: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("GET", "/repos/{owner}/{repo}/issues/{issue_number}", 200))
+        base = self._base()
+        api = f"{base}/repos/{issue['repo']}/issues/{issue['number']}"
+        html = f"{base}/{issue['repo']}/{'pull' if issue['pull_request'] else 'issues'}/{issue['number']}"
+        count = sum(1 for c in self.comments if (c["repo"], c["issue_number"]) == (issue["repo"],
+                                                                                  issue["number"]))
+        assignees = [self._user(login) for login in issue["assignees"]]
+        answer.update(
+            id=issue["id"], node_id=node_id("Issue", issue["id"]), number=issue["number"],
+            title=issue["title"],
+            body=issue["body"], user=self._user(issue["author"]), state=issue["state"],
+            state_reason="completed" if issue["state"] == "closed" else None,
+            labels=[self._label_object(issue["repo"], name) for name in issue["labels"]],
+            assignee=assignees[0] if assignees else None, assignees=assignees, milestone=None,
+            locked=issue["locked"], active_lock_reason=None,
+            comments=count, closed_at=issue["closed_at"] if issue["state"] == "closed" else None,
+            closed_by=None, created_at=issue["created_at"], updated_at=issue["updated_at"],
+            url=api, html_url=html, repository_url=f"{base}/repos/{issue['repo']}",
+            comments_url=f"{api}/comments", events_url=f"{api}/events", labels_url=f"{api}/labels{{/name}}",
+            author_association=self._association(issue["repo"], issue["author"]),
+        )
+        if issue["pull_request"]:
+            pulls = f"{base}/repos/{issue['repo']}/pulls/{issue['number']}"
+            answer["pull_request"] = {"url": pulls, "html_url": html, "diff_url": f"{html}.diff",
+                                      "patch_url": f"{html}.patch", "merged_at": issue["merged_at"]}
+        else:
+            answer.pop("pull_request", None)
+        return answer
+
+    def _comment_object(self, comment: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments",
+                                           201))
+        base = self._base()
+        issue = self._issues[(comment["repo"], comment["issue_number"])]
+        kind = "pull" if issue["pull_request"] else "issues"
+        answer.update(
+            id=comment["id"], node_id=node_id("IssueComment", comment["id"]), body=comment["body"],
+            user=self._user(comment["user"], comment["user_type"]),
+            url=f"{base}/repos/{comment['repo']}/issues/comments/{comment['id']}",
+            html_url=f"{base}/{comment['repo']}/{kind}/{comment['issue_number']}#issuecomment-{comment['id']}",
+            issue_url=f"{base}/repos/{comment['repo']}/issues/{comment['issue_number']}",
+            created_at=comment["created_at"], updated_at=comment["updated_at"],
+            author_association=self._association(comment["repo"], comment["user"]),
+        )
+        if comment["user_type"] == "Bot" and comment["user"] == self._bot_login():
+            answer["performed_via_github_app"] = self._app()
+        return answer
+
+    def _reaction_object(self, reaction: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("POST", "/repos/{owner}/{repo}/issues/{issue_number}/reactions",
+                                           201))
+        answer.update(id=reaction["id"], node_id=node_id("Reaction", reaction["id"]),
+                      content=reaction["content"], user=self._user(reaction["user"], "Bot"),
+                      created_at=reaction["created_at"])
+        return answer
+
+    def _check_run_object(self, run: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("GET", "/repos/{owner}/{repo}/check-runs/{check_run_id}", 200))
+        base = self._base()
+        output = run["output"]
+        answer.update(
+            id=run["id"], node_id=node_id("CheckRun", run["id"]), name=run["name"], head_sha=run["head_sha"],
+            external_id=run["external_id"], status=run["status"], conclusion=run["conclusion"],
+            started_at=run["started_at"], completed_at=run["completed_at"],
+            details_url=run["details_url"] or f"{base}/{run['repo']}/runs/{run['id']}",
+            url=f"{base}/repos/{run['repo']}/check-runs/{run['id']}",
+            html_url=f"{base}/{run['repo']}/runs/{run['id']}",
+            output={"title": output.get("title"), "summary": output.get("summary"),
+                    "text": output.get("text"),
+                    "annotations_count": len(output.get("annotations", [])),
+                    "annotations_url": f"{base}/repos/{run['repo']}/check-runs/{run['id']}/annotations"},
+            check_suite={"id": run["suite_id"]},
+            app=self._app() if run["app"] == "app" else self._ci_app(),
+            pull_requests=[self._pull_minimal(issue) for issue in self._open_pulls(run["repo"])
+                           if issue["head_sha"] == run["head_sha"]],
+        )
+        return answer
+
+    def _pull_minimal(self, pull: dict[str, Any]) -> dict[str, Any]:
+        repo = self._repos[pull["repo"]]
+        short = {"id": repo["id"], "url": f"{self._base()}/repos/{pull['repo']}",
+                 "name": pull["repo"].split("/")[1]}
+        return {"id": pull["id"], "number": pull["number"],
+                "url": f"{self._base()}/repos/{pull['repo']}/pulls/{pull['number']}",
+                "head": {"ref": pull["head_ref"], "sha": pull["head_sha"], "repo": short},
+                "base": {"ref": pull["base_ref"], "sha": repo["branches"].get(pull["base_ref"], ""),
+                         "repo": dict(short)}}
+
+    def _pull_object(self, pull: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(template)
+        base = self._base()
+        full_name = pull["repo"]
+        owner = full_name.split("/")[0]
+        repo = self._repos[full_name]
+        api = f"{base}/repos/{full_name}/pulls/{pull['number']}"
+        html = f"{base}/{full_name}/pull/{pull['number']}"
+        issue_api = f"{base}/repos/{full_name}/issues/{pull['number']}"
+        author = self._user(pull["author"])
+        repository = self._repository_object(full_name, answer["base"]["repo"])
+        assignees = [self._user(login) for login in pull["assignees"]]
+        base_sha = repo["branches"].get(pull["base_ref"], self._head(repo))
+        answer.update(
+            id=pull["id"], node_id=node_id("PullRequest", pull["id"]), number=pull["number"],
+            state=pull["state"], title=pull["title"], body=pull["body"], user=author, draft=pull["draft"],
+            locked=pull["locked"], active_lock_reason=None,
+            labels=[self._label_object(full_name, name) for name in pull["labels"]],
+            assignee=assignees[0] if assignees else None, assignees=assignees,
+            requested_reviewers=[self._user(login) for login in pull["requested_reviewers"]],
+            requested_teams=[], milestone=None, auto_merge=None, merge_commit_sha=pull["merge_commit_sha"],
+            created_at=pull["created_at"], updated_at=pull["updated_at"],
+            closed_at=pull["closed_at"] if pull["state"] == "closed" else None, merged_at=pull["merged_at"],
+            url=api, html_url=html, diff_url=f"{html}.diff", patch_url=f"{html}.patch", issue_url=issue_api,
+            commits_url=f"{api}/commits", review_comments_url=f"{api}/comments",
+            review_comment_url=f"{base}/repos/{full_name}/pulls/comments{{/number}}",
+            comments_url=f"{issue_api}/comments", statuses_url=f"{base}/repos/{full_name}/statuses/"
+            f"{pull['head_sha']}",
+            author_association=self._association(full_name, pull["author"]),
+            head={"label": f"{owner}:{pull['head_ref']}", "ref": pull["head_ref"], "sha": pull["head_sha"],
+                  "user": self._user(owner, "Organization"), "repo": repository},
+            base={"label": f"{owner}:{pull['base_ref']}", "ref": pull["base_ref"], "sha": base_sha,
+                  "user": self._user(owner, "Organization"), "repo": repository},
+            _links={"self": {"href": api}, "html": {"href": html}, "issue": {"href": issue_api},
+                    "comments": {"href": f"{issue_api}/comments"},
+                    "review_comments": {"href": f"{api}/comments"},
+                    "review_comment": {"href": f"{base}/repos/{full_name}/pulls/comments{{/number}}"},
+                    "commits": {"href": f"{api}/commits"},
+                    "statuses": {"href": f"{base}/repos/{full_name}/statuses/{pull['head_sha']}"}},
+        )
+        if "merged" in answer:
+            open_ = pull["state"] == "open"
+            answer.update(merged=pull["merged"], mergeable=True if open_ else None,
+                          mergeable_state="clean" if open_ else "unknown",
+                          merged_by=self._user(pull["merged_by"]) if pull["merged_by"] else None)
+        return answer
+
+    def _review_object(self, pull: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
+        template = _raw_example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews", 200)[0]
+        answer = self._rebase(template)
+        base = self._base()
+        api = f"{base}/repos/{pull['repo']}/pulls/{pull['number']}"
+        html = f"{base}/{pull['repo']}/pull/{pull['number']}#pullrequestreview-{review['id']}"
+        answer.update(
+            id=review["id"], node_id=node_id("PullRequestReview", review["id"]),
+            user=self._user(review["login"], review["user_type"]), body=review["body"], state=review["state"],
+            commit_id=review["commit_id"], submitted_at=review["submitted_at"], html_url=html,
+            pull_request_url=api, _links={"html": {"href": html}, "pull_request": {"href": api}},
+            author_association=self._association(pull["repo"], review["login"]),
+        )
+        return answer
+
+    @staticmethod
+    def _delivery_item(record: dict[str, Any]) -> dict[str, Any]:
+        return {key: record[key] for key in (
+            "id", "guid", "delivered_at", "redelivery", "duration", "status", "status_code", "event",
+            "action", "installation_id", "repository_id", "throttled_at")}
+
+    # ---- persistence ------------------------------------------------------------------------
+
+    # The state is one JSON document in `state_file`, rewritten after each change; delivery
+    # attempts, which never change once made and hold whole payloads, are appended one JSON
+    # object a line to `<state_file>.deliveries`.
+
+    def _deliveries_file(self) -> Path:
+        return Path(f"{self.state_file}.deliveries")
+
+    def _save(self) -> None:
+        """Write the state to `state_file`, atomically (a crash leaves the previous state)."""
+        if not self.state_file:
+            return
+        self._write_atomically(Path(self.state_file), json.dumps(self._snapshot(), separators=(",", ":")))
+
+    def _log_delivery(self, record: dict[str, Any]) -> None:
+        if not self.state_file:
+            return
+        with self._deliveries_file().open("a") as handle:
+            handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    @staticmethod
+    def _write_atomically(target: Path, data: str) -> None:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION, "app_id": self.app_id, "installation_id": self.installation_id,
+            "next_id": self._next_id, "next_delivery_id": self._next_delivery_id,
+            "repos": list(self._repos.values()), "issues": list(self._issues.values()),
+            "reviews": [review for reviews in self._reviews.values() for review in reviews],
+            "pulls_with_reviews": [list(key) for key in self._reviews],
+            "roles": [[repo, login, role] for (repo, login), role in self._roles.items()],
+            "teams": [{"org": org, "slug": slug, **team} for (org, slug), team in self._teams.items()],
+            "users": self._users, "labels": [[repo, name, id_] for (repo, name), id_ in self._labels.items()],
+            "suites": list(self._suites.values()), "comments": self.comments, "reactions": self.reactions,
+            "check_runs": list(self.check_runs.values()),
+            "tokens": [{"value": t.value, "permissions": t.permissions,
+                        "repositories": sorted(t.repositories) if t.repositories is not None else None,
+                        "expires_at": t.expires_at.isoformat()} for t in self._tokens.values()],
+        }
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"{self.state_file}: state version {data.get('version')!r}, expected "
+                             f"{STATE_VERSION}; remove the file to start afresh")
+        self._next_id = int(data["next_id"])
+        self._next_delivery_id = int(data["next_delivery_id"])
+        self._repos = {repo["full_name"]: repo for repo in data["repos"]}
+        self._issues = {(issue["repo"], issue["number"]): issue for issue in data["issues"]}
+        self._reviews = {(repo, number): [] for repo, number in data["pulls_with_reviews"]}
+        for review in data["reviews"]:
+            self._reviews.setdefault((review["repo"], review["number"]), []).append(review)
+        self._roles = {(repo, login): role for repo, login, role in data["roles"]}
+        self._teams = {(team.pop("org"), team.pop("slug")): team for team in data["teams"]}
+        self._users = dict(data["users"])
+        self._labels = {(repo, name): id_ for repo, name, id_ in data["labels"]}
+        self._suites = {suite["id"]: suite for suite in data["suites"]}
+        self.comments = list(data["comments"])
+        self.reactions = list(data["reactions"])
+        self.check_runs = {run["id"]: run for run in data["check_runs"]}
+        log = self._deliveries_file()
+        lines = log.read_text().splitlines() if log.exists() else []
+        self.deliveries = [record for record in map(_json_line, lines[-MAX_DELIVERIES:]) if record]
+        if len(lines) > MAX_DELIVERIES:  # compact what is no longer kept
+            self._write_atomically(log, "".join(json.dumps(d, separators=(",", ":")) + "\n"
+                                                for d in self.deliveries))
+        self._next_delivery_id = max([self._next_delivery_id, *(d["id"] for d in self.deliveries)])
+        self._tokens = {t["value"]: Token(t["value"], dict(t["permissions"]),
+                                          frozenset(t["repositories"]) if t["repositories"] is not None
+                                          else None, datetime.fromisoformat(t["expires_at"]))
+                        for t in data["tokens"]}
+
+
+def generate_app_key() -> tuple[Any, str]:
+    """A fresh RSA 2048 key for an App: (public key, private key as PEM text)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    return key.public_key(), pem

@@ -1,0 +1,621 @@
+"""The GitHub sandbox: people's actions become GitHub's webhooks, deliveries are recorded and
+redelivered, faults are GitHub's, state survives a restart, and the control API, client and CLI work.
+
+Every delivered payload is checked against GitHub's webhook schema of its event and action
+(`tests/fixtures/github/webhook-schemas-subset.json`) and its signature with the webhook
+function's own verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from functions.github_webhook.core import envelope, verify_signature
+from functions.orchestrator.chatops import ignore_reason
+from sandbox import cli as sandbox_cli
+from sandbox.github import seed
+from sandbox.github.control import SandboxControl, SandboxError
+from sandbox.github.server import EMITTED, GitHubSandbox, generate_app_key
+from shared.github import redelivery
+from shared.github.app import GitHubApp
+from shared.github.rest import RestClient, ServerError
+from shared.policy import POLICY_PATH, parse_policy
+from tests.support.push import serve
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "tests" / "fixtures" / "github" / "webhook-schemas-subset.json"
+SECRET = "sandbox-test-secret"
+REPO = "octo/widgets"
+
+
+@functools.cache
+def _definitions() -> dict[str, Any]:
+    return json.loads(SCHEMAS.read_text())["definitions"]
+
+
+def schema_errors(event: str, payload: dict[str, Any]) -> list[str]:
+    name = f"{event}${payload.get('action') or 'event'}"
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "definitions": _definitions(),
+              "$ref": f"#/definitions/{name}"}
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(payload), key=lambda e: list(e.path))
+    return [f"{name} at {list(e.absolute_path)}: {e.message[:200]}" for e in errors[:3]]
+
+
+class Receiver:
+    """A webhook endpoint that records each delivery and answers `statuses` in turn (then 202)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.statuses: list[int] = []
+        self.lock = threading.Lock()
+
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
+                   if key.startswith("HTTP_")}
+        headers["content-type"] = environ.get("CONTENT_TYPE", "")
+        with self.lock:
+            self.received.append((headers, body))
+            status = self.statuses.pop(0) if self.statuses else 202
+        start_response(f"{status} Status", [("Content-Type", "text/plain")])
+        return [b"accepted" if status < 300 else b"try again later"]
+
+    def events(self) -> list[str]:
+        return [f"{headers['x-github-event']}.{json.loads(body).get('action') or ''}".rstrip(".")
+                for headers, body in self.received]
+
+    def payloads(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.received]
+
+    def clear(self) -> None:
+        self.received.clear()
+
+
+@pytest.fixture(scope="module")
+def key() -> tuple[Any, str]:
+    return generate_app_key()
+
+
+@pytest.fixture(scope="module")
+def hook_site() -> Iterator[tuple[dict[str, Receiver], str]]:
+    """One loopback webhook endpoint for the module, recording into the current test's receiver."""
+    current: dict[str, Receiver] = {}
+    with serve(lambda environ, start_response: current["hook"].wsgi(environ, start_response)) as url:
+        yield current, url
+
+
+@pytest.fixture
+def receiver(hook_site) -> tuple[Receiver, str]:
+    current, url = hook_site
+    current["hook"] = Receiver()
+    return current["hook"], url
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[tuple[dict[str, GitHubSandbox], str]]:
+    """One loopback server for the module, answering as the current test's sandbox."""
+    current: dict[str, GitHubSandbox] = {}
+    with serve(lambda environ, start_response: current["sandbox"].wsgi(environ, start_response)) as url:
+        yield current, url
+
+
+@pytest.fixture
+def start(key, site) -> Iterator[Callable[..., GitHubSandbox]]:
+    """Make the sandbox the site serves; each is closed, and must have seen no violation, at the end."""
+    current, url = site
+    made: list[GitHubSandbox] = []
+
+    def make(webhook_url: str = "", **options: Any) -> GitHubSandbox:
+        sandbox = GitHubSandbox(key[0], webhook_url=webhook_url, webhook_secret=SECRET, **options)
+        sandbox.base_url = url
+        current["sandbox"] = sandbox
+        made.append(sandbox)
+        return sandbox
+
+    yield make
+    for sandbox in made:
+        sandbox.close()
+        assert sandbox.errors == []
+
+
+@pytest.fixture
+def github(start, receiver) -> GitHubSandbox:
+    """The demo organisation, webhooks to the receiver."""
+    sandbox = start(receiver[1])
+    seed.demo(sandbox)
+    sandbox.wait_for_deliveries()
+    return sandbox
+
+
+def settle(sandbox: GitHubSandbox) -> None:
+    assert sandbox.wait_for_deliveries(10)
+
+
+def app_for(sandbox: GitHubSandbox, key) -> GitHubApp:
+    return GitHubApp(sandbox.base_url, sandbox.app_id, lambda: key[1])
+
+
+def check_deliveries(hook: Receiver, sandbox: GitHubSandbox) -> None:
+    """Every delivery is signed, carries GitHub's headers and matches GitHub's schema."""
+    for headers, body in hook.received:
+        assert verify_signature(body, headers["x-hub-signature-256"], [SECRET.encode()])
+        assert headers["user-agent"] == "GitHub-Hookshot/sandbox"
+        assert headers["content-type"] == "application/json"
+        assert headers["x-github-hook-id"] == str(sandbox.hook_id)
+        assert headers["x-github-hook-installation-target-type"] == "integration"
+        assert headers["x-github-hook-installation-target-id"] == sandbox.app_id
+        assert len(headers["x-github-delivery"]) == 36
+        payload = json.loads(body)
+        assert schema_errors(headers["x-github-event"], payload) == []
+        assert payload["installation"]["id"] == 77
+
+
+# ---- people's actions -----------------------------------------------------------------------
+
+def _pull(sandbox: GitHubSandbox) -> int:
+    return sandbox.open_pull(REPO, "feature", "Add a version (closes #1)", author="bob",
+                             files={"app/version.py": "VERSION = '1.1'\n"})["number"]
+
+
+ACTIONS: list[tuple[str, Callable[[GitHubSandbox], Any], list[str]]] = [
+    ("open-issue", lambda s: s.open_issue(REPO, "Add /version", "Please.", author="alice"),
+     ["issues.opened"]),
+    ("label-issue", lambda s: (s.open_issue(REPO, "t"), s.add_label(REPO, 1, "agent-task", actor="alice")),
+     ["issues.opened", "issues.labeled"]),
+    ("label-twice-announces-once", lambda s: (s.open_issue(REPO, "t"), s.add_label(REPO, 1, "x"),
+                                              s.add_label(REPO, 1, "x")),
+     ["issues.opened", "issues.labeled"]),
+    ("unlabel", lambda s: (s.open_issue(REPO, "t"), s.add_label(REPO, 1, "x"), s.remove_label(REPO, 1, "x")),
+     ["issues.opened", "issues.labeled", "issues.unlabeled"]),
+    ("assign", lambda s: (s.open_issue(REPO, "t"), s.assign(REPO, 1, "bob", actor="alice")),
+     ["issues.opened", "issues.assigned"]),
+    ("close-issue", lambda s: (s.open_issue(REPO, "t"), s.close_issue(REPO, 1, actor="alice")),
+     ["issues.opened", "issues.closed"]),
+    ("comment", lambda s: (s.open_issue(REPO, "t"), s.comment(REPO, 1, "/hold", author="bob")),
+     ["issues.opened", "issue_comment.created"]),
+    ("open-pull", lambda s: s.open_pull(REPO, "feature", "Add x", author="bob", files={"x.py": "x = 1\n"}),
+     ["push", "pull_request.opened"]),
+    ("push-to-pull", lambda s: (_pull(s), s.push_commit(REPO, "feature", {"y.py": "y = 2\n"}, author="bob")),
+     ["push", "pull_request.opened", "push", "pull_request.synchronize"]),
+    ("label-pull", lambda s: (_pull(s), s.add_label(REPO, 1, "needs-review", actor="alice")),
+     ["push", "pull_request.opened", "pull_request.labeled"]),
+    ("request-review", lambda s: (_pull(s), s.request_review(REPO, 1, "alice", actor="bob")),
+     ["push", "pull_request.opened", "pull_request.review_requested"]),
+    ("review", lambda s: (_pull(s), s.review(REPO, 1, "alice", "APPROVED")),
+     ["push", "pull_request.opened", "pull_request_review.submitted"]),
+    ("complete-ci", lambda s: (_pull(s), s.complete_ci(REPO, "feature", "failure")),
+     ["push", "pull_request.opened", "check_run.completed", "check_suite.completed"]),
+    ("merge-closes-the-issue", lambda s: (s.open_issue(REPO, "t"), _pull(s), s.merge(REPO, 2, actor="alice")),
+     ["issues.opened", "push", "pull_request.opened", "pull_request.closed", "push", "issues.closed"]),
+    ("close-pull-unmerged", lambda s: (_pull(s), s.close_pull(REPO, 1, actor="bob")),
+     ["push", "pull_request.opened", "pull_request.closed"]),
+]
+
+
+@pytest.mark.parametrize(("action", "expected"), [(a, e) for _, a, e in ACTIONS],
+                         ids=[name for name, _, _ in ACTIONS])
+def test_a_persons_action_is_announced_as_github_would(github, receiver, action, expected):
+    hook, _ = receiver
+    assert hook.events() == ["installation.created"]
+    hook.clear()
+    action(github)
+    settle(github)
+    assert hook.events() == expected
+    check_deliveries(hook, github)
+
+
+def test_the_seeded_installation_names_both_repositories_and_valid_policies(github, receiver):
+    hook, _ = receiver
+    [(headers, body)] = hook.received
+    payload = json.loads(body)
+    assert headers["x-github-event"] == "installation" and payload["action"] == "created"
+    assert [r["full_name"] for r in payload["repositories"]] == ["octo/gadgets", "octo/widgets"]
+    assert payload["installation"]["account"]["login"] == "octo"
+    assert payload["sender"]["login"] == "alice"
+    check_deliveries(hook, github)
+    for repo, deploys in ((REPO, True), ("octo/gadgets", False)):
+        load = parse_policy(github.files(repo)[POLICY_PATH])
+        assert load.source == "file" and load.problems == ()
+        assert load.policy.agent_enabled("deploy") is deploys
+    widgets = parse_policy(github.files(REPO)[POLICY_PATH]).policy
+    assert widgets.deploy_service == "widgets" and [s.path for s in widgets.smoke] == ["/health"]
+    assert widgets.approval_for("deploy").count == 1
+    assert ".github/CODEOWNERS" in github.files("octo/gadgets")
+
+
+def test_payloads_carry_the_sandbox_state(github, receiver):
+    hook, _ = receiver
+    hook.clear()
+    issue = github.open_issue(REPO, "Add /version", "Please add it.", author="alice")
+    number = _pull(github)
+    github.review(REPO, number, "alice", "APPROVED")
+    merge_sha = github.merge(REPO, number, actor="alice")
+    settle(github)
+    opened, _, pull_opened, review, closed, push, issue_closed = hook.payloads()
+    assert opened["issue"]["number"] == issue["number"] == 1
+    assert opened["issue"]["title"] == "Add /version" and opened["sender"]["login"] == "alice"
+    assert opened["repository"]["full_name"] == REPO and opened["organization"]["login"] == "octo"
+    head = pull_opened["pull_request"]["head"]
+    assert head["ref"] == "feature" and head["sha"] == review["review"]["commit_id"]
+    assert review["review"]["state"] == "approved"
+    assert closed["pull_request"]["merged"] is True
+    assert closed["pull_request"]["merge_commit_sha"] == merge_sha
+    assert closed["pull_request"]["merged_by"]["login"] == "alice"
+    assert push["ref"] == "refs/heads/main" and push["after"] == merge_sha
+    assert push["head_commit"]["id"] == merge_sha
+    assert issue_closed["issue"]["state"] == "closed"
+    assert github.files(REPO)["app/version.py"] == "VERSION = '1.1'\n"  # the change landed on main
+    headers, body = hook.received[0]
+    event = envelope({"X-GitHub-Event": headers["x-github-event"],
+                      "X-GitHub-Delivery": headers["x-github-delivery"],
+                      "X-GitHub-Hook-ID": headers["x-github-hook-id"]}, json.loads(body), body.decode(), 0)
+    assert (event.event, event.action, event.repository) == ("issues", "opened", REPO)
+    assert (event.installation_id, event.sender, event.hook_id) == (77, "alice", 1)
+
+
+def test_a_comment_the_app_makes_is_delivered_as_the_apps_and_is_ignored(github, receiver, key):
+    hook, _ = receiver
+    github.open_issue(REPO, "t", author="alice")
+    settle(github)
+    hook.clear()
+    client = app_for(github, key).client_for("orchestrator", 77, [REPO])
+    client.request("POST", f"/repos/{REPO}/issues/1/comments", json_body={"body": "/approve 12"})
+    settle(github)
+    [payload] = hook.payloads()
+    assert payload["action"] == "created"
+    assert payload["sender"] == {**payload["sender"], "login": "agent-ops[bot]", "type": "Bot"}
+    assert payload["comment"]["performed_via_github_app"]["id"] == 424242
+    assert ignore_reason(payload["sender"], payload["comment"], 424242, "agent-ops[bot]")
+    check_deliveries(hook, github)
+    hook.clear()
+    comment_id = payload["comment"]["id"]
+    app_for(github, key).client_for("orchestrator", 77, [REPO]).request(
+        "PATCH", f"/repos/{REPO}/issues/comments/{comment_id}", json_body={"body": "Approved."})
+    settle(github)
+    [edited] = hook.payloads()
+    assert edited["action"] == "edited" and edited["changes"] == {"body": {"from": "/approve 12"}}
+    assert edited["comment"]["body"] == "Approved."
+    check_deliveries(hook, github)
+
+
+def test_labels_and_check_runs_the_app_writes_are_announced(github, receiver, key):
+    hook, _ = receiver
+    github.open_issue(REPO, "t")
+    settle(github)
+    hook.clear()
+    app = app_for(github, key)
+    sha = github.state()["repos"][REPO]["head_sha"]
+    orchestrator = app.client_for("orchestrator", 77, [REPO])
+    orchestrator.request("POST", f"/repos/{REPO}/issues/1/labels",
+                         json_body={"labels": ["agent:in-progress"]})
+    run = app.client_for("orchestrator", 77, [REPO]).request(
+        "POST", f"/repos/{REPO}/check-runs", json_body={"name": "agent-ops/approval", "head_sha": sha,
+                                                        "status": "in_progress"})
+    app.client_for("orchestrator", 77, [REPO]).request(
+        "PATCH", f"/repos/{REPO}/check-runs/{run['id']}", json_body={"conclusion": "success"})
+    settle(github)
+    assert hook.events() == ["issues.labeled", "check_run.created", "check_run.completed",
+                             "check_suite.completed"]
+    suite = hook.payloads()[-1]["check_suite"]
+    assert suite["conclusion"] == "success" and suite["app"]["id"] == 424242 and suite["head_sha"] == sha
+    check_deliveries(hook, github)
+
+
+def test_every_emitted_event_has_its_schema_vendored():
+    assert set(EMITTED) <= set(_definitions())
+    assert "@octokit/webhooks-schemas@7.6.1" in json.loads(SCHEMAS.read_text())["$comment"]
+
+
+def test_deliveries_are_sent_off_the_request_and_in_order(start):
+    slow = threading.Event()
+    order: list[str] = []
+
+    def hook(environ, start_response):
+        slow.wait(5)
+        order.append(json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))["issue"]["title"])
+        start_response("202 Accepted", [])
+        return [b""]
+
+    with serve(hook) as url:
+        sandbox = start(url)
+        sandbox.add_repo(REPO)
+        began = time.monotonic()
+        for title in ("one", "two", "three"):
+            sandbox.open_issue(REPO, title)
+        assert time.monotonic() - began < 1.0  # the receiver holds every delivery; the actions did not wait
+        slow.set()
+        settle(sandbox)
+    assert order == ["one", "two", "three"]
+
+
+# ---- deliveries and redelivery ------------------------------------------------------------
+
+def test_a_failed_delivery_is_listed_and_redelivered_with_the_same_guid(github, receiver, key):
+    hook, _ = receiver
+    hook.clear()
+    hook.statuses = [503]
+    github.open_issue(REPO, "while down")
+    settle(github)
+    client = app_for(github, key).app_client()
+    newest = client.request("GET", "/app/hook/deliveries")[0]
+    assert (newest["event"], newest["action"], newest["status_code"], newest["redelivery"]) == (
+        "issues", "opened", 503, False)
+    assert newest["repository_id"] == github.state()["repos"][REPO]["id"] and newest["installation_id"] == 77
+    failed = client.request("GET", "/app/hook/deliveries", params={"status": "failure"})
+    assert [d["id"] for d in failed] == [newest["id"]]
+    detail = client.request("GET", f"/app/hook/deliveries/{newest['id']}")
+    assert detail["request"]["headers"]["X-GitHub-Delivery"] == newest["guid"]
+    assert detail["request"]["payload"]["issue"]["title"] == "while down"
+    assert detail["response"]["payload"] == "try again later"
+
+    assert client.request("POST", f"/app/hook/deliveries/{newest['id']}/attempts") == {}
+    settle(github)
+    first, again = hook.received
+    assert first[1] == again[1] and again[0]["x-github-delivery"] == newest["guid"]
+    assert verify_signature(again[1], again[0]["x-hub-signature-256"], [SECRET.encode()])
+    redelivered = client.request("GET", "/app/hook/deliveries")[0]
+    assert (redelivered["guid"], redelivered["redelivery"], redelivered["status_code"]) == (
+        newest["guid"], True, 202)
+
+
+def test_a_delivery_nobody_answers_is_recorded_as_failed(start):
+    sandbox = start("http://127.0.0.1:9/")  # nothing listens there
+    sandbox.add_repo(REPO)
+    sandbox.open_issue(REPO, "t")
+    settle(sandbox)
+    [attempt] = sandbox.delivery_summaries(failed=True)
+    assert (attempt["status_code"], attempt["status"]) == (0, "failed to connect")
+
+
+def test_the_projects_sweep_redelivers_what_failed(github, receiver, key):
+    hook, _ = receiver
+    hook.clear()
+    hook.statuses = [500, 503]
+    github.open_issue(REPO, "lost one")
+    github.open_issue(REPO, "lost two")
+    github.open_issue(REPO, "delivered")
+    settle(github)
+    lost = [h["x-github-delivery"] for h, _ in hook.received[:2]]
+    client = app_for(github, key).app_client()
+    report = redelivery.sweep(client, published=lambda guid: False, now=datetime.now(timezone.utc))
+    settle(github)
+    assert sorted(report.redelivered) == sorted(lost) and report.failed == {}
+    assert sorted(h["x-github-delivery"] for h, _ in hook.received[3:]) == sorted(lost)
+    installation = github.delivery_summaries()[-1]["guid"]
+    delivered = hook.received[2][0]["x-github-delivery"]
+    assert report.skipped == {installation: "delivered", delivered: "delivered"}
+
+
+def test_the_delivery_list_pages_with_a_cursor(github, key):
+    for number in range(5):
+        github.open_issue(REPO, f"issue {number}")
+    settle(github)
+    client = app_for(github, key).app_client()
+    every = list(client.paginate("/app/hook/deliveries", params={"per_page": 2}))
+    ids = [d["id"] for d in every]
+    assert len(ids) == 6 and ids == sorted(ids, reverse=True)  # the installation and five issues
+    assert github.requests.count(("GET", "/app/hook/deliveries", 200)) == 3
+
+
+# ---- faults ---------------------------------------------------------------------------------
+
+def installation_client(sandbox: GitHubSandbox, key, sleep: Callable[[float], None],
+                        max_retries: int = 3) -> RestClient:
+    token = app_for(sandbox, key).tokens().token(77, "orchestrator", [REPO]).token
+    return RestClient(sandbox.base_url, token=lambda: token, sleep=sleep, max_retries=max_retries)
+
+
+def test_a_502_once_then_the_retried_request_succeeds(github, key):
+    waits: list[float] = []
+    client = installation_client(github, key, waits.append)
+    github.inject_fault("server_error", count=1, path_prefix=f"/repos/{REPO}")
+    assert client.request("GET", f"/repos/{REPO}")["full_name"] == REPO
+    assert [status for _, path, status in github.requests if path == f"/repos/{REPO}"] == [502, 200]
+    assert len(waits) == 1  # one backoff
+    once_more = installation_client(github, key, waits.append, max_retries=1)
+    github.inject_fault("server_error", count=5)
+    with pytest.raises(ServerError):
+        once_more.request("GET", f"/repos/{REPO}")
+    assert github.state()["faults"][0]["count"] == 3
+    assert github.clear_faults() == 1
+
+
+def test_a_secondary_rate_limit_is_waited_out_as_its_retry_after_says(github, key):
+    waits: list[float] = []
+    client = installation_client(github, key, waits.append)
+    github.inject_fault("secondary_rate_limit", path_prefix="/repos/")
+    assert client.request("GET", f"/repos/{REPO}")["full_name"] == REPO
+    assert [status for _, path, status in github.requests if path == f"/repos/{REPO}"] == [403, 200]
+    assert len(waits) == 1 and 0.9 < waits[0] <= 1.0
+
+
+def test_a_slow_fault_delays_the_answer(github, key):
+    github.inject_fault("slow", count=1, delay_ms=300)
+    client = app_for(github, key).app_client()
+    began = time.monotonic()
+    client.request("GET", "/app")
+    assert time.monotonic() - began >= 0.3
+    began = time.monotonic()
+    client.request("GET", "/app")
+    assert time.monotonic() - began < 0.3
+
+
+def test_a_fault_answer_is_githubs():
+    sandbox = GitHubSandbox(generate_app_key()[0])
+    sandbox.inject_fault("secondary_rate_limit")
+    answers: list[tuple[str, list[tuple[str, str]]]] = []
+    body = b"".join(sandbox.wsgi({"REQUEST_METHOD": "GET", "PATH_INFO": "/app", "wsgi.input": None},
+                                 lambda status, headers: answers.append((status, headers))))
+    [(status, headers)] = answers
+    assert status.startswith("403") and ("Retry-After", "1") in headers
+    assert json.loads(body)["message"].startswith("You have exceeded a secondary rate limit")
+    with pytest.raises(ValueError):
+        sandbox.inject_fault("meteor")
+
+
+# ---- persistence ----------------------------------------------------------------------------
+
+def test_a_restarted_sandbox_keeps_its_repos_issues_and_deliveries(key, start, receiver, tmp_path):
+    hook, url = receiver
+    state_file = str(tmp_path / "github.json")
+    first = start(url, state_file=state_file)
+    seed.demo(first)
+    first.open_issue(REPO, "Remember me", author="alice")
+    first.comment(REPO, 1, "/hold", author="bob")
+    pull = _pull(first)
+    settle(first)
+    token = app_for(first, key).tokens().token(77, "orchestrator", [REPO]).token
+    first.close()
+
+    second = start(url, state_file=state_file)
+    assert second.state()["counts"] == first.state()["counts"]
+    assert second.issue(REPO, 1)["title"] == "Remember me"
+    assert second.files(REPO, "feature") == first.files(REPO, "feature")
+    assert [d["guid"] for d in second.delivery_summaries()] == [d["guid"] for d in first.delivery_summaries()]
+    client = RestClient(second.base_url, token=lambda: token)  # a token issued before the restart
+    assert client.request("GET", f"/repos/{REPO}/issues/1")["title"] == "Remember me"
+    assert second.open_issue(REPO, "Next")["number"] == pull + 1
+    assert len(second.merge(REPO, pull, actor="alice")) == 40
+    settle(second)
+    second.close()
+    with open(f"{state_file}.deliveries", "a") as log:
+        log.write('{"id": 99, "gu')  # the line a crash left half written
+    third = start(url, state_file=state_file)
+    assert third.delivery_summaries() == second.delivery_summaries()
+    assert third.issue(REPO, pull)["merged"] is True
+
+
+# ---- the control API, its client and the CLI --------------------------------------------------
+
+def test_the_control_api_and_its_client_drive_the_sandbox(github, receiver):
+    hook, _ = receiver
+    control = SandboxControl(github.base_url)
+    issue = control.open_issue(REPO, "From the client", author="alice")
+    assert control.add_label(REPO, issue["number"], "agent-task", actor="alice") == ["agent-task"]
+    control.comment(REPO, issue["number"], "/hold", author="bob")
+    pull = control.open_pull(REPO, "client-branch", "Client PR", author="bob", files={"c.txt": "c\n"})
+    sha = control.push_commit(REPO, "client-branch", {"d.txt": "d\n"}, author="bob")
+    assert control.complete_ci(REPO, sha)["conclusion"] == "success"
+    assert control.review(REPO, pull["number"], "alice")["state"] == "APPROVED"
+    assert len(control.merge(REPO, pull["number"], actor="alice")) == 40
+    assert control.wait_for_deliveries()
+    state = control.state()
+    assert state["counts"]["issues"] == 1 and state["counts"]["pulls"] == 1
+    assert state["counts"]["deliveries"] == len(hook.received) == len(control.deliveries())
+    assert [c["body"] for c in state["comments"]] == ["/hold"]
+    assert [r["name"] for r in state["check_runs"]] == ["ci"]
+    newest = control.deliveries()[0]
+    assert control.delivery(newest["id"])["request"]["headers"]["X-GitHub-Event"] == newest["event"]
+    assert control.redeliver(newest["id"]) == newest["guid"]
+    assert control.inject_fault("slow", delay_ms=10)["kind"] == "slow"
+    assert control.clear_faults() == 1
+    with pytest.raises(SandboxError) as missing:
+        control.open_issue("octo/nowhere", "t")
+    assert missing.value.status == 404
+    with pytest.raises(SandboxError) as refused:
+        control.merge(REPO, pull["number"])  # merged already
+    assert refused.value.status == 422
+    with pytest.raises(SandboxError) as bad:
+        control._call("POST", "actions/open_issue", {"repo": REPO})
+    assert bad.value.status == 400 and "title" in str(bad.value)
+    assert control.set_webhook_url("http://127.0.0.1:9/") == "http://127.0.0.1:9/"
+    check_deliveries(hook, github)
+
+
+def run_cli(argv: list[str]) -> int:
+    root = argparse.ArgumentParser(prog="agentops")
+    sandbox_cli.register(root.add_subparsers(dest="verb", required=True))
+    args = root.parse_args(argv)
+    return args.run(args)
+
+
+def test_the_cli_verbs_act_on_a_running_sandbox(github, receiver, capsys):
+    hook, _ = receiver
+    url = ["--url", github.base_url]
+    verbs = [
+        ["issue", "open", REPO, "From the CLI", "--author", "alice"],
+        ["issue", "label", REPO, "1", "agent-task", "--actor", "alice"],
+        ["issue", "comment", REPO, "1", "/hold", "--author", "bob"],
+        ["pr", "open", REPO, "cli", "CLI PR", "--author", "bob", "--file", "cli.txt=hello\\n"],
+        ["pr", "push", REPO, "cli", "--file", "more.txt=more", "--author", "bob"],
+        ["ci", "complete", REPO, "cli", "--conclusion", "success"],
+        ["pr", "review", REPO, "2", "alice"],
+        ["pr", "merge", REPO, "2", "--actor", "alice"],
+        ["fault", "inject", "slow", "--delay-ms", "5"],
+        ["fault", "clear"],
+        ["state"],
+    ]
+    for verb in verbs:
+        assert run_cli(["sandbox", "github", *verb, *url]) == 0, verb
+    settle(github)
+    assert github.files(REPO)["cli.txt"] == "hello\n"
+    hook.statuses = [503]
+    github.open_issue(REPO, "lost")
+    settle(github)
+    capsys.readouterr()
+    assert run_cli(["sandbox", "github", "deliveries", "--failed", *url]) == 0
+    listing = capsys.readouterr().out
+    assert "issues.opened" in listing and "503" in listing
+    failed_id = github.delivery_summaries(failed=True)[0]["id"]
+    assert run_cli(["sandbox", "github", "redeliver", str(failed_id), *url]) == 0
+    assert run_cli(["sandbox", "github", "redeliver", "999999", *url]) == 1
+    out = capsys.readouterr()
+    assert "no delivery 999999" in out.err
+    assert run_cli(["sandbox", "github", "state", "--json", *url]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["pulls"] == 1
+
+
+def test_every_cli_verb_has_help(capsys):
+    for verb in (["issue", "open"], ["issue", "label"], ["issue", "comment"], ["pr", "open"],
+                 ["pr", "review"], ["pr", "merge"], ["pr", "push"], ["ci", "complete"], ["deliveries"],
+                 ["redeliver"], ["fault", "inject"], ["fault", "clear"], ["state"]):
+        with pytest.raises(SystemExit) as done:
+            run_cli(["sandbox", "github", *verb, "--help"])
+        assert done.value.code == 0
+        assert "--url" in capsys.readouterr().out
+
+
+# ---- the runner -------------------------------------------------------------------------------
+
+def test_the_runner_writes_the_key_seeds_and_serves_on_loopback(tmp_path, receiver):
+    hook, url = receiver
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    key_file = tmp_path / "key.pem"
+    command = [sys.executable, "-m", "sandbox.github", "--port", "0", "--webhook-url", url,
+               "--webhook-secret-file", str(secret_file), "--private-key-out", str(key_file),
+               "--app-id", "424242", "--state-file", str(tmp_path / "state.json"), "--seed", "demo"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        first = process.stdout.readline().strip()
+        assert first.startswith("github sandbox: http://127.0.0.1:"), first
+        assert process.stdout.readline().strip() == "ready"
+        base = first.removeprefix("github sandbox: ")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        pem = key_file.read_text()
+        app = GitHubApp(base, "424242", lambda: pem)
+        assert app.installation_for(REPO) == 77
+        assert SandboxControl(base).wait_for_deliveries()
+        [(headers, body)] = hook.received
+        assert headers["x-github-event"] == "installation"
+        assert verify_signature(body, headers["x-hub-signature-256"], [SECRET.encode()])
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert process.returncode == 0
