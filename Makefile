@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 run: $(STAMP)
 	$(VENV)/bin/agentops local up
+
+# With `make run` up in another terminal: the scenario, with a live timeline.
+demo: $(STAMP)
+	$(VENV)/bin/agentops local demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

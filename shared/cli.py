@@ -11,8 +11,15 @@ from shared.errors import ConfigError
 
 
 def _local_up(args: argparse.Namespace) -> int:
+    from shared.config import Config, child_environment
     from shared.local.runner import LocalOptions, up
 
+    # Real GitHub App settings in the environment mean: real GitHub, local everything else.
+    config = Config.from_env(child_environment({"GOOGLE_CLOUD_PROJECT": args.project}))
+    real_github = bool(config.github_app_id and config.private_key)
+    if real_github:
+        print(f"GitHub: {config.github_api_url} as App {config.github_app_id} (no GitHub sandbox)",
+              flush=True)
     return up(LocalOptions(
         project=args.project,
         state_dir=Path(args.state_dir),
@@ -20,7 +27,17 @@ def _local_up(args: argparse.Namespace) -> int:
         first_consumer_port=args.consumer_port or args.port + 10,
         pubsub_port=args.pubsub_port,
         firestore_port=args.firestore_port,
+        webhook_secret=config.webhook_secret if real_github else "",
+        github_sandbox_port=0 if real_github or args.no_sandboxes else args.github_port,
+        appengine_sandbox_port=0 if args.no_sandboxes else args.appengine_port,
+        seed="" if args.no_seed else "demo",
     ))
+
+
+def _local_demo(args: argparse.Namespace) -> int:
+    from shared.local import demo
+
+    return demo.run(Path(args.state_dir), step_timeout=args.step_timeout)
 
 
 def _services() -> Any:
@@ -177,7 +194,22 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--pubsub-port", type=int, default=8085)
     up.add_argument("--firestore-port", type=int, default=8086)
     up.add_argument("--state-dir", default=".agentops", help="lock file, logs and the local secret")
+    up.add_argument("--github-port", type=int, default=8070, help="GitHub sandbox port (default 8070)")
+    up.add_argument("--appengine-port", type=int, default=8071, help="App Engine sandbox port (default 8071)")
+    up.add_argument("--no-sandboxes", action="store_true",
+                    help="start neither sandbox (the functions then have no GitHub unless configured)")
+    up.add_argument("--no-seed", action="store_true", help="an empty GitHub sandbox, no demo organisation")
     up.set_defaults(run=_local_up)
+    demo = local_verbs.add_parser(
+        "demo", help="play the whole agent loop against a running `local up`, with a live timeline",
+        description="Act as the humans of the seeded demo organisation through the GitHub sandbox "
+        "(label an issue, open and approve a PR, merge, /approve the deploy) while printing every "
+        "webhook, task move and audit record. Steps whose agents are not built yet show as SKIPPED "
+        "with the agent's own reason. Exits 1 if a step failed.",
+    )
+    demo.add_argument("--state-dir", default=".agentops", help="the state directory of `local up`")
+    demo.add_argument("--step-timeout", type=float, default=60.0, help="seconds each step may take")
+    demo.set_defaults(run=_local_demo)
 
     tasks = verbs.add_parser(
         "tasks", help="list tasks from Firestore",
@@ -220,6 +252,10 @@ def parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--chain", action="append", help="one chain: a repository or 'system' (repeatable)")
     verify.set_defaults(run=_audit_verify)
+
+    from sandbox.cli import register as register_sandbox
+
+    register_sandbox(verbs)
 
     redeliver = verbs.add_parser(
         "redeliver", help="redeliver webhook deliveries GitHub failed to deliver",

@@ -598,7 +598,8 @@ class Orchestrator:
                 )
             return count
         now = self._clock()
-        granted = {**approval, "state": "granted", "granted_at": now, "counted": list(count.counted)}
+        granted = {**approval, "state": "granted", "granted_at": now, "counted": list(count.counted),
+                   "requested_attempt": attempt}
         changed = self._tasks().transition(
             task_id,
             lifecycle.QUEUED,
@@ -611,33 +612,34 @@ class Orchestrator:
             # Granted only for the head the approvals were counted on, checked in the transaction.
             guard=lambda stored: (stored.get("approval") or {}).get("head_sha") == head_sha,
         )
-        if not changed.applied:
-            return count
-        self._audit_task(
-            "grant_approval",
-            changed.after,
-            "granted",
-            key=f"approval-granted:{task_id}:{attempt}:{head_sha}",
-            step=step,
-            approvers=list(count.counted),
-        )
-        if check_run_id:
-            self._executor.apply(
-                UpdateCheckRun(
-                    repository,
-                    check_run_id,
-                    "completed",
-                    f"Approved: {step}",
-                    f"{summary}.",
-                    conclusion="success",
-                    key=f"approval-done:{task_id}:{attempt}:{head_sha}",
-                ),
-                installation_id,
-                task_id,
-                turn.delivery_id,
-            )
-        self.dispatch(spec_from_task(changed.after), turn)
+        if changed.applied:
+            self._after_grant(changed.after, turn)
         return count
+
+    def _after_grant(self, task: Mapping[str, Any], turn: Turn) -> None:
+        """What follows a grant: the check run succeeds, the task goes, the grant is audited.
+
+        Each is keyed, so a redelivered message whose first try failed half-way (a contended audit
+        chain, say) finishes the rest instead of finding the task no longer waiting and stopping.
+        """
+        approval = task.get("approval") or {}
+        if approval.get("state") != "granted" or task.get("status") in lifecycle.TERMINAL:
+            return
+        task_id, repository = str(task["task_id"]), str(task.get("repository") or "")
+        installation_id = int(task.get("installation_id") or 0)
+        step, head_sha = str(approval.get("step") or ""), str(approval.get("head_sha") or "")
+        attempt = int(approval.get("requested_attempt") or 1)
+        counted = list(approval.get("counted") or [])
+        check_run_id = int(approval.get("check_run_id") or 0)
+        if check_run_id and self._can_write(installation_id, repository):
+            self._executor.apply(
+                UpdateCheckRun(repository, check_run_id, "completed", f"Approved: {step}",
+                               f"{step}: approved by {', '.join(counted)}.", conclusion="success",
+                               key=f"approval-done:{task_id}:{attempt}:{head_sha}"),
+                installation_id, task_id, turn.delivery_id)
+        self.dispatch(spec_from_task(task), turn)
+        self._audit_task("grant_approval", task, "granted",
+                         key=f"approval-granted:{task_id}:{attempt}:{head_sha}", step=step, approvers=counted)
 
     def _on_review(self, facts: core.EventFacts, turn: Turn) -> None:
         number = facts.payload.get("pull_request", {}).get("number")
@@ -802,6 +804,11 @@ class Orchestrator:
         }.get(chatops.VERB_PERMISSION.get(verb, "read"), "read")
         waiting = self._waiting_approval(repository, number) if verb == chatops.APPROVE else []
         if verb == chatops.APPROVE:
+            # Granted but not finished (the grant's message failed half-way): /approve finishes it.
+            waiting += [t for t in self._tasks().query(repository=repository, number=number)
+                        if (t.get("approval") or {}).get("state") == "granted"
+                        and t.get("status") == lifecycle.QUEUED and t not in waiting]
+        if verb == chatops.APPROVE:
             waiting = [
                 t for t in waiting if not command.argument or command.argument in (t["task_id"], t["kind"])
             ]
@@ -937,7 +944,12 @@ class Orchestrator:
 
             updated = self._tasks().update_approval(task_id, add, self._clock())
             if updated is None:
-                lines.append(f"`{task_id}` is no longer waiting.")
+                current = self._tasks().get(task_id) or {}
+                if (current.get("approval") or {}).get("state") == "granted":
+                    self._after_grant(current, turn)  # finish what an interrupted grant left undone
+                    lines.append(f"`{task_id}` is approved.")
+                else:
+                    lines.append(f"`{task_id}` is no longer waiting.")
                 continue
             count = self._evaluate_approval(updated, turn)
             if count is None:

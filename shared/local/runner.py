@@ -1,8 +1,12 @@
 """`agentops local up`: the whole system on one machine, on the official emulators.
 
 It starts both emulators, provisions every topic (with its schema) and push subscription, serves
-every function with functions-framework (one process each, as Cloud Functions would), prints the
-webhook URL and then a single line `ready`. Ctrl-C stops every child.
+every function with functions-framework (one process each, as Cloud Functions would), then the
+GitHub sandbox (seeded with a demo organisation whose webhooks go to the local webhook) and the
+App Engine sandbox, prints their URLs and then a single line `ready`. Ctrl-C stops every child.
+
+With real GitHub App settings (`GITHUB_APP_ID` and `GITHUB_PRIVATE_KEY`) in the environment, the
+functions talk to that GitHub instead and no GitHub sandbox is started.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ class LocalOptions:
     minimum_backoff: int = 1
     maximum_backoff: int = 60
     extra_env: dict[str, str] = field(default_factory=dict)
+    github_sandbox_port: int = 8070  # 0: no GitHub sandbox (real GitHub from the environment)
+    appengine_sandbox_port: int = 8071  # 0: no App Engine sandbox
+    seed: str = "demo"
+
+
+SANDBOX_APP_ID = "424242"
 
 
 # The ingress spends most of a request waiting on Firestore and Pub/Sub. Two gunicorn workers
@@ -121,6 +131,19 @@ class LocalSystem:
             name: options.first_consumer_port + index
             for index, name in enumerate(topology.CONSUMER_FUNCTIONS)
         }
+        self.sandbox_ports = {name: port for name, port in (
+            ("github sandbox", options.github_sandbox_port),
+            ("appengine sandbox", options.appengine_sandbox_port)) if port}
+
+    @property
+    def github_sandbox_url(self) -> str:
+        port = self.options.github_sandbox_port
+        return f"http://127.0.0.1:{port}" if port else ""
+
+    @property
+    def appengine_sandbox_url(self) -> str:
+        port = self.options.appengine_sandbox_port
+        return f"http://127.0.0.1:{port}" if port else ""
 
     @property
     def webhook_url(self) -> str:
@@ -129,7 +152,8 @@ class LocalSystem:
     def check_ports(self) -> None:
         wanted = {"Pub/Sub emulator": self.options.pubsub_port,
                   "Firestore emulator": self.options.firestore_port,
-                  **{f"function {name}": port for name, port in self.ports.items()}}
+                  **{f"function {name}": port for name, port in self.ports.items()},
+                  **self.sandbox_ports}
         if len(set(wanted.values())) != len(wanted):
             raise ConfigError(f"local ports overlap: {wanted}")
         busy = [f"{what} port {port}" for what, port in wanted.items() if emulators.port_in_use(port)]
@@ -157,11 +181,21 @@ class LocalSystem:
             )
         finally:
             admin.close()
+        secret = _webhook_secret(options)
+        key_file = (options.state_dir / "github-sandbox-app-key.pem").resolve()
+        sandbox_env = {
+            # The functions read the key on their first request; the sandbox writes it before it
+            # sends its first webhook.
+            "GITHUB_API_URL": self.github_sandbox_url,
+            "GITHUB_APP_ID": SANDBOX_APP_ID,
+            "GITHUB_PRIVATE_KEY": str(key_file),
+        } if options.github_sandbox_port else {}
         env = child_environment({
             "GOOGLE_CLOUD_PROJECT": options.project,
             "PUBSUB_EMULATOR_HOST": pubsub.host,
             "FIRESTORE_EMULATOR_HOST": firestore.host,
-            "GITHUB_WEBHOOK_SECRET": _webhook_secret(options),
+            "GITHUB_WEBHOOK_SECRET": secret,
+            **sandbox_env,
             **options.extra_env,
         })
         root = Path(__file__).resolve().parents[2]
@@ -178,6 +212,42 @@ class LocalSystem:
             self.processes.append((name, process))
         for name, process in self.processes:
             wait_for_port(self.ports[name], process, name)
+        if options.github_sandbox_port:
+            command = [sys.executable, "-m", "sandbox.github", "--port", str(options.github_sandbox_port),
+                       "--webhook-url", self.webhook_url,
+                       "--webhook-secret-file", str((options.state_dir / "webhook-secret").resolve()),
+                       "--private-key-out", str(key_file), "--app-id", SANDBOX_APP_ID,
+                       "--state-file", str((options.state_dir / "github-sandbox.json").resolve())]
+            self._child("github sandbox", command + (["--seed", options.seed] if options.seed else []),
+                        env, logs, root)
+        if options.appengine_sandbox_port:
+            self._child("appengine sandbox",
+                        [sys.executable, "-m", "sandbox.appengine", "--port",
+                         str(options.appengine_sandbox_port), "--app", options.project], env, logs, root)
+        for name, port in self.sandbox_ports.items():
+            wait_for_port(port, dict(self.processes)[name], name)
+
+    def write_connection_file(self) -> Path:
+        """Where everything listens, for `agentops local demo` and other local tools."""
+        import json
+
+        path = self.options.state_dir / "local.json"
+        path.write_text(json.dumps({
+            "project": self.options.project,
+            "pubsub_emulator_host": f"127.0.0.1:{self.options.pubsub_port}",
+            "firestore_emulator_host": f"127.0.0.1:{self.options.firestore_port}",
+            "webhook_url": self.webhook_url,
+            "github_sandbox_url": self.github_sandbox_url,
+            "appengine_sandbox_url": self.appengine_sandbox_url,
+            "pid": os.getpid(),
+        }, indent=2) + "\n")
+        return path
+
+    def _child(self, name: str, command: list[str], env: dict[str, str], logs: Path, root: Path) -> None:
+        log = (logs / f"{name.replace(' ', '-')}.log").open("ab")
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        self.processes.append((name, process))
 
     def stop(self) -> None:
         # Signal every child first so they shut down in parallel, then wait for each.
@@ -212,10 +282,16 @@ def up(options: LocalOptions) -> int:
         try:
             system.start()
             print(f"webhook URL: {system.webhook_url}", flush=True)
+            if system.github_sandbox_url:
+                print(f"GitHub sandbox: {system.github_sandbox_url}  (GITHUB_API_URL of every function; "
+                      "demo org octo with octo/widgets and octo/gadgets)", flush=True)
+            if system.appengine_sandbox_url:
+                print(f"App Engine sandbox: {system.appengine_sandbox_url}", flush=True)
             print(f"webhook secret: in {options.state_dir / 'webhook-secret'}", flush=True)
             print(f"Pub/Sub emulator: 127.0.0.1:{options.pubsub_port}  "
                   f"Firestore emulator: 127.0.0.1:{options.firestore_port}  "
                   f"project: {options.project}  logs: {options.state_dir / 'logs'}", flush=True)
+            system.write_connection_file()
             print("ready", flush=True)
             while not stopping:
                 failure = system.failed_child()

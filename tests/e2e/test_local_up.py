@@ -53,7 +53,7 @@ def local_up(tmp_path):
     command = [sys.executable, "-m", "shared.cli", "local", "up", "--project", project,
                "--port", str(ports["webhook"]), "--consumer-port", str(ports["consumers"]),
                "--pubsub-port", str(ports["pubsub"]), "--firestore-port", str(ports["firestore"]),
-               "--state-dir", str(tmp_path / "state")]
+               "--state-dir", str(tmp_path / "state"), "--no-sandboxes"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, text=True)
     try:
