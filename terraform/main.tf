@@ -24,7 +24,8 @@ locals {
 
   source_dir = coalesce(var.source_dir, "${path.module}/..")
 
-  # Never ship local state, secrets of the local runner, tests or tooling to Cloud Functions.
+  # Never ship local state, secrets of the local runner, tests, the local sandboxes or tooling to
+  # Cloud Functions.
   source_excludes = concat([
     ".agentops",
     ".ci",
@@ -36,6 +37,9 @@ locals {
     ".venv",
     "bench",
     "build",
+    "docs",
+    "sandbox",
+    "scripts",
     "terraform",
     "tests",
     "*.egg-info",

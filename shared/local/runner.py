@@ -292,6 +292,8 @@ def up(options: LocalOptions) -> int:
                   f"Firestore emulator: 127.0.0.1:{options.firestore_port}  "
                   f"project: {options.project}  logs: {options.state_dir / 'logs'}", flush=True)
             system.write_connection_file()
+            if system.github_sandbox_url:
+                print("play the scenario: make demo (agentops local demo) in another terminal", flush=True)
             print("ready", flush=True)
             while not stopping:
                 failure = system.failed_child()

@@ -563,7 +563,8 @@ def test_source_archive_leaves_out_local_state_tests_and_tooling() -> None:
     archive = next(body for _, rtype, rname, body in resources("data") if rtype == "archive_file")
     assert expression(archive["excludes"]) == "local.source_excludes"
     excludes = expression(locals_in("main.tf")["source_excludes"])
-    for path in (".venv", ".git", "tests", "terraform", "bench", ".ci", ".agentops", "**/__pycache__"):
+    for path in (".venv", ".git", "tests", "terraform", "bench", ".ci", ".agentops", "**/__pycache__",
+                 "sandbox", "scripts", "docs"):
         assert f'"{path}"' in excludes, path
     bucket = resource("google_storage_bucket", "source")
     assert bucket["uniform_bucket_level_access"] is True
