@@ -98,6 +98,58 @@ def ci_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def status_set(args: argparse.Namespace) -> int:
+    status = _control(args).set_status(args.repo, args.sha, args.state, context=args.context,
+                                       description=args.description)
+    print(f"{status['context']} on {args.repo}@{args.sha}: {status['state']}")
+    return 0
+
+
+def workflow_run(args: argparse.Namespace) -> int:
+    artifacts = {}
+    for pair in args.artifact or []:
+        name, sep, path = pair.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"--artifact takes NAME=ZIPFILE, got {pair!r}")
+        with open(path, "rb") as handle:
+            artifacts[name] = handle.read()
+    run_id = _control(args).run_workflow(args.repo, args.name, args.sha, branch=args.branch,
+                                         conclusion=args.conclusion, artifacts=artifacts or None,
+                                         event=args.event)
+    print(f"workflow run {run_id} ({args.name} on {args.repo}@{args.sha}): {args.conclusion}")
+    return 0
+
+
+def workflow_complete(args: argparse.Namespace) -> int:
+    run = _control(args).complete_workflow_run(args.repo, args.run_id, conclusion=args.conclusion)
+    print(f"workflow run {run['id']} attempt {run['run_attempt']}: {run['status']} {run['conclusion']}")
+    return 0
+
+
+def workflow_script_rerun(args: argparse.Namespace) -> int:
+    scripted = _control(args).script_rerun(args.repo, args.run_id, args.conclusion)
+    print(f"the next re-runs of {args.run_id} end: {', '.join(scripted)}")
+    return 0
+
+
+def alert_dependabot(args: argparse.Namespace) -> int:
+    number = _control(args).add_dependabot_alert(args.repo, args.package, args.severity, state=args.state)
+    print(f"Dependabot alert {args.repo}#{number}: {args.package} ({args.severity})")
+    return 0
+
+
+def alert_code_scanning(args: argparse.Namespace) -> int:
+    number = _control(args).add_code_scanning_alert(args.repo, args.rule, args.severity)
+    print(f"code scanning alert {args.repo}#{number}: {args.rule} ({args.severity})")
+    return 0
+
+
+def branch_protect(args: argparse.Namespace) -> int:
+    _control(args).protect_branch(args.repo, args.branch, args.require or [])
+    print(f"{args.repo}:{args.branch} is protected, requiring {', '.join(args.require or []) or 'no checks'}")
+    return 0
+
+
 def deliveries(args: argparse.Namespace) -> int:
     found = _control(args).deliveries(failed=args.failed)[:args.limit]
     if not found:
@@ -241,6 +293,58 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                          choices=["success", "failure", "neutral", "cancelled", "timed_out",
                                   "action_required", "skipped"])
     command.add_argument("--name", default="ci", help="the check run's name (default: ci)")
+
+    status = verbs.add_parser("status", help="report commit statuses as another CI")
+    status_verbs = status.add_subparsers(dest="status_verb", required=True, metavar="COMMAND")
+    command = leaf(status_verbs, "set", status_set, "another CI reports a commit status (status)")
+    command.add_argument("repo")
+    command.add_argument("sha", help="a commit sha or a branch")
+    command.add_argument("state", choices=["error", "failure", "pending", "success"])
+    command.add_argument("--context", default="ci")
+    command.add_argument("--description", default="")
+
+    workflow = verbs.add_parser("workflow", help="run GitHub Actions workflows")
+    workflow_verbs = workflow.add_subparsers(dest="workflow_verb", required=True, metavar="COMMAND")
+    conclusions = ["success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required"]
+    command = leaf(workflow_verbs, "run", workflow_run,
+                   "a workflow runs and finishes (workflow_run requested, in_progress, completed)")
+    command.add_argument("repo")
+    command.add_argument("name", help="the workflow, like ci (its file .github/workflows/ci.yml)")
+    command.add_argument("sha", help="a commit sha or a branch")
+    command.add_argument("--branch", default=None)
+    command.add_argument("--conclusion", default="success", choices=conclusions)
+    command.add_argument("--event", default="push")
+    command.add_argument("--artifact", action="append", metavar="NAME=ZIPFILE", help="an artifact it uploads")
+    command = leaf(workflow_verbs, "complete", workflow_complete,
+                   "a queued or running workflow run finishes (workflow_run completed)")
+    command.add_argument("repo")
+    command.add_argument("run_id", type=int)
+    command.add_argument("--conclusion", default="success", choices=conclusions)
+    command = leaf(workflow_verbs, "script-rerun", workflow_script_rerun,
+                   "the next re-run of a workflow run ends with this conclusion")
+    command.add_argument("repo")
+    command.add_argument("run_id", type=int)
+    command.add_argument("conclusion", choices=conclusions)
+
+    alert = verbs.add_parser("alert", help="security alerts: Dependabot and code scanning")
+    alert_verbs = alert.add_subparsers(dest="alert_verb", required=True, metavar="COMMAND")
+    command = leaf(alert_verbs, "dependabot", alert_dependabot, "Dependabot finds a vulnerable dependency")
+    command.add_argument("repo")
+    command.add_argument("package")
+    command.add_argument("severity", choices=["low", "moderate", "medium", "high", "critical"])
+    command.add_argument("--state", default="open", choices=["open", "dismissed", "fixed", "auto_dismissed"])
+    command = leaf(alert_verbs, "code-scanning", alert_code_scanning, "code scanning finds a rule broken")
+    command.add_argument("repo")
+    command.add_argument("rule", help="the rule's id, like py/sql-injection")
+    command.add_argument("severity",
+                         choices=["note", "warning", "error", "low", "medium", "high", "critical"])
+
+    branch = verbs.add_parser("branch", help="branch protection")
+    branch_verbs = branch.add_subparsers(dest="branch_verb", required=True, metavar="COMMAND")
+    command = leaf(branch_verbs, "protect", branch_protect, "protect a branch, requiring status checks")
+    command.add_argument("repo")
+    command.add_argument("branch")
+    command.add_argument("--require", action="append", metavar="CHECK", help="a required status check")
 
     command = leaf(verbs, "deliveries", deliveries, "list webhook delivery attempts, newest first")
     command.add_argument("--failed", action="store_true", help="only attempts not answered 2xx")

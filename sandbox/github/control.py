@@ -10,6 +10,7 @@ returns its JSON answer. A refused action raises `SandboxError` with the sandbox
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 
@@ -108,6 +109,35 @@ class SandboxControl:
 
     def add_team_member(self, org: str, team_slug: str, login: str) -> None:
         self._act("add_team_member", org=org, team_slug=team_slug, login=login)
+
+    def set_status(self, repo: str, sha: str, state: str, context: str = "ci", description: str = "",
+                   target_url: str | None = None, creator: str = "octocat") -> dict[str, Any]:
+        return self._act("set_status", repo=repo, sha=sha, state=state, context=context,
+                         description=description, target_url=target_url, creator=creator)
+
+    def run_workflow(self, repo: str, name: str, head_sha: str, branch: str | None = None,
+                     conclusion: str = "success", artifacts: dict[str, bytes] | None = None,
+                     event: str = "push", actor: str = "octocat") -> int:
+        """A workflow run that goes requested -> in_progress -> completed; returns its id."""
+        encoded = {n: base64.b64encode(data).decode() for n, data in artifacts.items()} if artifacts else None
+        return int(self._act("run_workflow", repo=repo, name=name, head_sha=head_sha, branch=branch,
+                             conclusion=conclusion, artifacts=encoded, event=event, actor=actor))
+
+    def complete_workflow_run(self, repo: str, run_id: int, conclusion: str = "success") -> dict[str, Any]:
+        return self._act("complete_workflow_run", repo=repo, run_id=run_id, conclusion=conclusion)
+
+    def script_rerun(self, repo: str, run_id: int, conclusion: str) -> list[str]:
+        return self._act("script_rerun", repo=repo, run_id=run_id, conclusion=conclusion)
+
+    def add_dependabot_alert(self, repo: str, package: str, severity: str, state: str = "open") -> int:
+        return int(self._act("add_dependabot_alert", repo=repo, package=package, severity=severity,
+                             state=state))
+
+    def add_code_scanning_alert(self, repo: str, rule: str, severity: str, state: str = "open") -> int:
+        return int(self._act("add_code_scanning_alert", repo=repo, rule=rule, severity=severity, state=state))
+
+    def protect_branch(self, repo: str, branch: str, required_checks: list[str]) -> dict[str, list[str]]:
+        return self._act("protect_branch", repo=repo, branch=branch, required_checks=list(required_checks))
 
     # ---- the sandbox itself -----------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 `demo`: the App is installed (installation 77) on the organisation `octo` with two repositories.
 `octo/widgets` deploys (service `widgets`, smoke-tested at /health) after one approval;
 `octo/gadgets` keeps the default policy. alice is an admin, bob may write and carol may read.
+`octo/widgets` has a green `ci` workflow run on its default branch's head, one open Dependabot
+alert (moderate) and branch protection on `main` requiring `ci`; none of it is announced.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ def demo(sandbox: Any) -> None:
         for login, role in PEOPLE.items():
             sandbox.set_permission(full_name, login, role)
     sandbox.add_team_member("octo", "maintainers", "alice")
+    sandbox.add_workflow_run("octo/widgets", "ci", "main", "main", conclusion="success")
+    sandbox.add_dependabot_alert("octo/widgets", "requests", "moderate")
+    sandbox.protect_branch("octo/widgets", "main", ["ci"])
     sandbox.install(sender="alice")
 
 

@@ -107,6 +107,35 @@ ROUTES: tuple[tuple[str, str, str, Any], ...] = (
      (("pull_requests", "read"),)),
     ("GET", "/orgs/{org}/teams/{team_slug}/memberships/{username}", "_get_membership",
      (("members", "read"),)),
+    ("POST", "/repos/{owner}/{repo}/statuses/{sha}", "_create_status", (("statuses", "write"),)),
+    ("GET", "/repos/{owner}/{repo}/commits/{ref}/statuses", "_list_statuses", (("statuses", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/commits/{ref}/status", "_combined_status", (("statuses", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/actions/runs", "_list_workflow_runs", (("actions", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}", "_get_workflow_run", (("actions", "read"),)),
+    ("POST", "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun", "_rerun", (("actions", "write"),)),
+    ("POST", "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun-failed-jobs", "_rerun_failed",
+     (("actions", "write"),)),
+    ("POST", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches", "_dispatch",
+     (("actions", "write"),)),
+    ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", "_list_jobs", (("actions", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts", "_list_artifacts",
+     (("actions", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}", "_download_artifact",
+     (("actions", "read"),)),
+    ("POST", "/repos/{owner}/{repo}/deployments", "_create_deployment", (("deployments", "write"),)),
+    ("GET", "/repos/{owner}/{repo}/deployments", "_list_deployments", (("deployments", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/deployments/{deployment_id}", "_get_deployment",
+     (("deployments", "read"),)),
+    ("POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", "_create_deployment_status",
+     (("deployments", "write"),)),
+    ("GET", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", "_list_deployment_statuses",
+     (("deployments", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/dependabot/alerts", "_list_dependabot_alerts",
+     (("vulnerability_alerts", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/code-scanning/alerts", "_list_code_scanning_alerts",
+     (("security_events", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/branches/{branch}/protection", "_get_branch_protection",
+     (("administration", "read"),)),
 )
 # The webhooks the sandbox sends, as `<event>$<action>` (push has no action: `push$event`).
 EMITTED = frozenset({
@@ -116,7 +145,9 @@ EMITTED = frozenset({
     "pull_request$opened", "pull_request$synchronize", "pull_request$closed", "pull_request$labeled",
     "pull_request$unlabeled", "pull_request$assigned", "pull_request$review_requested",
     "pull_request_review$submitted", "push$event",
-    "check_run$created", "check_run$completed", "check_suite$completed",
+    "check_run$created", "check_run$completed", "check_suite$completed", "status$event",
+    "workflow_run$requested", "workflow_run$in_progress", "workflow_run$completed",
+    "deployment$created", "deployment_status$created",
 })
 # Another App's CI, whose check suites people complete with `complete_ci`.
 CI_APP = {"id": 15368, "slug": "github-actions", "name": "GitHub Actions", "owner": "github"}
@@ -130,12 +161,16 @@ FAULTS = {
                              "#about-secondary-rate-limits"}),
     "slow": (0, None),
 }
+STATUS_STATES = ("error", "failure", "pending", "success")
+RUN_CONCLUSIONS = ("success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required")
+FAILED = frozenset({"failure", "cancelled", "timed_out"})  # what re-run-failed-jobs re-runs
 # A closing keyword in a merged pull request's title or body closes the issue it names.
 CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s+#(\d+)\b", re.IGNORECASE)
 # The people's actions, served as POST /_sandbox/actions/<name>.
 HUMAN_ACTIONS = ("install", "open_issue", "add_label", "remove_label", "assign", "close_issue", "comment",
                  "open_pull", "push_commit", "request_review", "review", "merge", "close_pull", "complete_ci",
-                 "set_permission", "add_team_member")
+                 "set_permission", "add_team_member", "set_status", "run_workflow", "complete_workflow_run",
+                 "script_rerun", "add_dependabot_alert", "add_code_scanning_alert", "protect_branch")
 
 
 class Refused(Exception):
@@ -213,6 +248,21 @@ def _raw_example(method: str, template: str, status: int, name: str | None = Non
     return json.loads(json.dumps(value))
 
 
+def _date_matches(expression: str, moment: str) -> bool:
+    """GitHub's search syntax for dates: `>=2024-05-01`, `<2024-05-01T12:00:00Z`, `a..b`, `2024-05-01`."""
+    if ".." in expression:
+        low, high = expression.split("..", 1)
+        return ((low in ("", "*") or moment[:len(low)] >= low)
+                and (high in ("", "*") or moment[:len(high)] <= high))
+    for operator in (">=", "<=", ">", "<"):
+        if expression.startswith(operator):
+            bound = expression[len(operator):]
+            value = moment[:len(bound)]
+            return {">=": value >= bound, "<=": value <= bound, ">": value > bound,
+                    "<": value < bound}[operator]
+    return moment.startswith(expression)
+
+
 def _json_line(line: str) -> dict[str, Any] | None:
     """One line of an append-only JSON log; None for a line a crash left half written."""
     try:
@@ -274,6 +324,17 @@ class GitHubSandbox:
         self._suites: dict[int, dict[str, Any]] = {}
         self._tokens: dict[str, Token] = {}
         self._faults: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.workflow_runs: dict[int, dict[str, Any]] = {}
+        self.dispatches: list[dict[str, Any]] = []
+        self.deployments: dict[int, dict[str, Any]] = {}
+        self._workflows: dict[str, dict[str, int]] = {}  # repository -> workflow file -> id
+        self._artifacts: dict[int, dict[str, Any]] = {}
+        self._reruns: dict[int, list[str]] = {}  # run id -> conclusions its next attempts end with
+        self._dependabot_alerts: list[dict[str, Any]] = []
+        self._code_scanning_alerts: list[dict[str, Any]] = []
+        self._protection: dict[str, dict[str, list[str]]] = {}  # repository -> branch -> checks
+        self._quiet = False
         self._request_base = ""
         self._routes = []
         for method, template, handler, needs in ROUTES:
@@ -646,22 +707,31 @@ class GitHubSandbox:
             return dict(self._tree(record, sha))
 
     def state(self) -> dict[str, Any]:
-        """A summary: the repositories, their issues, pulls, comments, reactions and check runs as
-        the sandbox records them, counts of each and of the deliveries, and every spec violation."""
+        """A summary: the repositories, their issues, pulls, comments, reactions, check runs, commit
+        statuses, workflow runs, deployments, alerts and branch protection as the sandbox records them,
+        counts of each and of the deliveries, and every spec violation."""
         with self._lock:
             issues = [i for i in self._issues.values() if not i["pull_request"]]
             pulls = [i for i in self._issues.values() if i["pull_request"]]
             failed = {d["guid"] for d in self.deliveries if not 200 <= d["status_code"] < 300}
             delivered = {d["guid"] for d in self.deliveries if 200 <= d["status_code"] < 300}
+            # A workflow run's jobs are check runs too; they are listed with their runs.
+            checks = [r for r in self.check_runs.values() if not r["app"].startswith("actions:")]
             return json.loads(json.dumps({
                 "app_id": self.app_id, "app_slug": self.app_slug, "installation_id": self.installation_id,
                 "owner": self.owner, "webhook_url": self.webhook_url,
                 "repos": {name: self._repo_summary(repo) for name, repo in sorted(self._repos.items())},
                 "issues": issues, "pulls": pulls, "comments": self.comments, "reactions": self.reactions,
-                "check_runs": list(self.check_runs.values()),
+                "check_runs": checks, "statuses": self.statuses,
+                "workflow_runs": list(self.workflow_runs.values()),
+                "dispatches": self.dispatches, "deployments": list(self.deployments.values()),
+                "dependabot_alerts": self._dependabot_alerts,
+                "code_scanning_alerts": self._code_scanning_alerts, "protection": self._protection,
                 "counts": {"repos": len(self._repos), "issues": len(issues), "pulls": len(pulls),
                            "comments": len(self.comments), "reactions": len(self.reactions),
-                           "check_runs": len(self.check_runs), "deliveries": len(self.deliveries),
+                           "check_runs": len(checks), "statuses": len(self.statuses),
+                           "workflow_runs": len(self.workflow_runs), "deployments": len(self.deployments),
+                           "deliveries": len(self.deliveries),
                            "failed_deliveries": len(failed - delivered),
                            "pending_deliveries": self._sender.pending if self._sender else 0},
                 "faults": self._faults,
@@ -705,6 +775,16 @@ class GitHubSandbox:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         host = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', 'localhost')}"
         method = environ["REQUEST_METHOD"].upper()
+        artifact = re.fullmatch(r"/_sandbox/artifacts/(\d+)\.zip", path)
+        if artifact and method == "GET":  # where an artifact download redirects, like GitHub's signed url
+            try:
+                data = self.artifact_bytes(int(artifact.group(1)))
+            except KeyError:
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"Not Found"]
+            start_response("200 OK", [("Content-Type", "application/zip"),
+                                      ("Content-Length", str(len(data)))])
+            return [data]
         if path == "/_sandbox" or path.startswith("/_sandbox/"):
             self._request_base = self._request_base or host
             status, answer = self._control(method, path, query, raw_body)
@@ -1288,6 +1368,725 @@ class GitHubSandbox:
         return Reply(200, {"url": f"{self._base()}/teams/{team['id']}/memberships/{login}",
                            "role": "member", "state": "active"})
 
+    # ---- commit statuses ----------------------------------------------------------------------
+
+    @_changes
+    def set_status(self, repo: str, sha: str, state: str, context: str = "ci", description: str = "",
+                   target_url: str | None = None, creator: str = "octocat") -> dict[str, Any]:
+        """Another CI reports a commit status on `sha` (a sha or a branch): `status`."""
+        record = self._repo(repo)
+        resolved = self._resolve(record, sha)
+        if resolved is None:
+            raise KeyError(f"no commit or branch {sha} in {repo}")
+        if state not in STATUS_STATES:
+            raise ValueError(f"a commit status is one of {list(STATUS_STATES)}, got {state!r}")
+        return self._status_object(self._new_status(repo, resolved, state, context, description or None,
+                                                    target_url, creator, "User"))
+
+    def _new_status(self, repo: str, sha: str, state: str, context: str, description: str | None,
+                    target_url: str | None, creator: str, user_type: str) -> dict[str, Any]:
+        status = {"id": self._new_id(), "repo": repo, "sha": sha, "state": state, "context": context,
+                  "description": description, "target_url": target_url, "creator": creator,
+                  "user_type": user_type, "created_at": timestamp(), "updated_at": timestamp()}
+        self.statuses.append(status)
+        self._announce_status(status)
+        return status
+
+    def _create_status(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        sha = call.params["sha"]
+        if sha not in self._repo(full_name)["commits"]:
+            raise Refused(422, f"No commit found for SHA: {sha}")
+        body = call.body
+        status = self._new_status(full_name, sha, body["state"], body.get("context") or "default",
+                                  body.get("description"), body.get("target_url"), self._bot_login(), "Bot")
+        return Reply(201, self._status_object(status))
+
+    def _statuses_for(self, call: Call) -> tuple[str, str, list[dict[str, Any]]]:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        sha = self._resolve(self._repo(full_name), call.params["ref"])
+        if sha is None:
+            raise Refused(404, "Not Found")
+        found = [s for s in self.statuses if s["repo"] == full_name and s["sha"] == sha]
+        return full_name, sha, sorted(found, key=lambda s: s["id"], reverse=True)
+
+    def _list_statuses(self, call: Call) -> Reply:
+        _, _, found = self._statuses_for(call)
+        return self._page(call, [self._status_object(s) for s in found])
+
+    def _combined_status(self, call: Call) -> Reply:
+        full_name, sha, found = self._statuses_for(call)
+        latest: dict[str, dict[str, Any]] = {}
+        for status in found:
+            latest.setdefault(status["context"], status)
+        states = [s["state"] for s in latest.values()]
+        combined = ("failure" if {"error", "failure"} & set(states) else
+                    "pending" if not states or "pending" in states else "success")
+        answer = self._rebase(_raw_example("GET", "/repos/{owner}/{repo}/commits/{ref}/status", 200))
+        template = answer["statuses"][0]
+        page = self._page(call, list(latest.values()))
+        answer.update(state=combined, sha=sha, total_count=len(latest),
+                      statuses=[self._simple_status(s, template) for s in page.body],
+                      commit_url=f"{self._base()}/repos/{full_name}/commits/{sha}",
+                      url=f"{self._base()}/repos/{full_name}/commits/{sha}/status",
+                      repository=self._repository_object(full_name, answer["repository"]))
+        return Reply(200, answer, page.headers)
+
+    def _status_object(self, status: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("POST", "/repos/{owner}/{repo}/statuses/{sha}", 201))
+        answer = self._simple_status(status, answer)
+        answer["creator"] = self._user(status["creator"], status["user_type"])
+        return answer
+
+    def _simple_status(self, status: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+        answer = dict(template)
+        creator = self._user(status["creator"], status["user_type"])
+        answer.update(id=status["id"], node_id=node_id("StatusContext", status["id"]), state=status["state"],
+                      context=status["context"], description=status["description"],
+                      target_url=status["target_url"], avatar_url=creator["avatar_url"],
+                      url=f"{self._base()}/repos/{status['repo']}/statuses/{status['sha']}",
+                      created_at=status["created_at"], updated_at=status["updated_at"])
+        if "required" in answer:
+            answer["required"] = False
+        return answer
+
+    def _announce_status(self, status: dict[str, Any]) -> None:
+        repo = status["repo"]
+        record = self._repos[repo]
+        example = self._example("status", None, repo)
+        sha = status["sha"]
+        commit = example["commit"]
+        api = f"{self._base()}/repos/{repo}/commits/{sha}"
+        commit.update(sha=sha, node_id=node_id("Commit", record["id"]), url=api,
+                      html_url=f"{self._base()}/{repo}/commit/{sha}", comments_url=f"{api}/comments",
+                      author=None, committer=None, parents=[])
+        facts = record["commits"].get(sha) or self._foreign_commit()
+        commit["commit"]["message"] = facts["message"]
+        commit["commit"]["url"] = f"{self._base()}/repos/{repo}/git/commits/{sha}"
+        commit["commit"]["tree"]["sha"] = facts.get("tree_id") or sha
+        branches = [{"name": name, "commit": {"sha": head, "url": api}, "protected": name in
+                     self._protection.get(repo, {})} for name, head in sorted(record["branches"].items())
+                    if head == sha]
+        creator = self._wh_user(status["creator"], status["user_type"])
+        payload = set_present(example, id=status["id"], sha=sha, name=repo, target_url=status["target_url"],
+                              context=status["context"], description=status["description"],
+                              state=status["state"], commit=commit, branches=branches,
+                              created_at=status["created_at"], updated_at=status["updated_at"],
+                              avatar_url=creator["avatar_url"], sender=creator,
+                              repository=self._wh_repository(repo, example["repository"]))
+        payload.pop("installation", None)
+        self._announce("status", payload, repo)
+
+    # ---- workflow runs, their jobs and artifacts ------------------------------------------------
+
+    @_changes
+    def run_workflow(self, repo: str, name: str, head_sha: str, branch: str | None = None,
+                     conclusion: str = "success", artifacts: dict[str, Any] | None = None,
+                     event: str = "push", actor: str = "octocat") -> int:
+        """GitHub Actions runs workflow `name` on `head_sha` (a sha or a branch) and finishes it:
+        `workflow_run` requested, in_progress, completed, with its check run and check suite
+        completed in between. `artifacts` maps a name to its zip's bytes (base64 text over the
+        control API). Returns the run's id."""
+        return self._run_workflow(repo, name, head_sha, branch, conclusion, artifacts, event, actor)
+
+    @_changes
+    def add_workflow_run(self, repo: str, name: str, head_sha: str, branch: str | None = None,
+                         conclusion: str = "success", artifacts: dict[str, Any] | None = None,
+                         event: str = "push", actor: str = "octocat") -> int:
+        """A finished workflow run, as if it had always been there (nothing is announced)."""
+        self._quiet = True
+        try:
+            return self._run_workflow(repo, name, head_sha, branch, conclusion, artifacts, event, actor)
+        finally:
+            self._quiet = False
+
+    def _run_workflow(self, repo: str, name: str, head_sha: str, branch: str | None, conclusion: str,
+                      artifacts: dict[str, Any] | None, event: str, actor: str) -> int:
+        if conclusion not in RUN_CONCLUSIONS:
+            raise ValueError(f"a run concludes {list(RUN_CONCLUSIONS)}, got {conclusion!r}")
+        record = self._repo(repo)
+        sha = self._resolve(record, head_sha)
+        if sha is None:
+            raise KeyError(f"no commit or branch {head_sha} in {repo}")
+        if branch is None:
+            branch = head_sha if head_sha in record["branches"] else self._branch_of(repo, sha)
+        run = self._new_workflow_run(repo, name, sha, branch, event, actor)
+        for artifact_name, data in (artifacts or {}).items():
+            raw = data if isinstance(data, bytes) else base64.b64decode(data)
+            self._artifacts[self._new_id()] = {
+                "repo": repo, "run_id": run["id"], "name": artifact_name, "created_at": timestamp(),
+                "data": base64.b64encode(raw).decode(), "digest": hashlib.sha256(raw).hexdigest()}
+        sender = self._wh_user(actor)
+        self._start_attempt(run, sender)
+        self._advance_run(run, sender)
+        self._finish_run(run, conclusion, sender)
+        return run["id"]
+
+    @_changes
+    def complete_workflow_run(self, repo: str, run_id: int, conclusion: str = "success") -> dict[str, Any]:
+        """A queued or running run (a dispatched one, a re-run not scripted) finishes: `workflow_run`
+        in_progress (when it was queued), then completed."""
+        if conclusion not in RUN_CONCLUSIONS:
+            raise ValueError(f"a run concludes {list(RUN_CONCLUSIONS)}, got {conclusion!r}")
+        run = self._workflow_run(repo, int(run_id))
+        if run["status"] == "completed":
+            raise ValueError(f"run {run_id} of {repo} has completed already")
+        sender = self._wh_user(f"{CI_APP['slug']}[bot]", "Bot")
+        if run["status"] == "queued":
+            self._advance_run(run, sender)
+        self._finish_run(run, conclusion, sender)
+        return self._workflow_run_object(run)
+
+    @_changes
+    def script_rerun(self, repo: str, run_id: int, conclusion: str) -> list[str]:
+        """The next re-run of the run ends with `conclusion` (call again for the ones after it)."""
+        if conclusion not in RUN_CONCLUSIONS:
+            raise ValueError(f"a run concludes {list(RUN_CONCLUSIONS)}, got {conclusion!r}")
+        self._workflow_run(repo, int(run_id))
+        self._reruns.setdefault(int(run_id), []).append(conclusion)
+        return list(self._reruns[int(run_id)])
+
+    def _workflow_id(self, repo: str, file: str) -> int:
+        workflows = self._workflows.setdefault(repo, {})
+        if file not in workflows:
+            workflows[file] = self._new_id()
+        return workflows[file]
+
+    def _new_workflow_run(self, repo: str, name: str, sha: str, branch: str | None, event: str,
+                          actor: str) -> dict[str, Any]:
+        file = name if name.endswith((".yml", ".yaml")) else f"{name}.yml"
+        workflow_id = self._workflow_id(repo, file)
+        number = 1 + max((r["run_number"] for r in self.workflow_runs.values()
+                          if r["repo"] == repo and r["workflow_id"] == workflow_id), default=0)
+        self._repo(repo)["commits"].setdefault(sha, self._foreign_commit())
+        run = {"id": self._new_id(), "repo": repo, "name": file.rsplit(".", 1)[0], "file": file,
+               "workflow_id": workflow_id, "head_sha": sha, "head_branch": branch, "event": event,
+               "status": "queued", "conclusion": None, "run_number": number, "run_attempt": 0,
+               "created_at": timestamp(), "updated_at": timestamp(), "run_started_at": timestamp(),
+               "actor": actor, "triggering_actor": actor, "inputs": {}, "jobs": []}
+        self.workflow_runs[run["id"]] = run
+        suite = self._suite(repo, sha, f"actions:{run['id']}")
+        suite["head_branch"] = branch
+        run["suite_id"] = suite["id"]
+        return run
+
+    def _start_attempt(self, run: dict[str, Any], sender: dict[str, Any]) -> None:
+        run["run_attempt"] += 1
+        run.update(status="queued", conclusion=None, updated_at=timestamp(), run_started_at=timestamp())
+        job = self._new_check_run(run["repo"], "build", run["head_sha"], f"actions:{run['id']}")
+        job["attempt"] = run["run_attempt"]
+        run["jobs"].append(job["id"])
+        self._announce_workflow_run("requested", run, sender)
+
+    def _advance_run(self, run: dict[str, Any], sender: dict[str, Any]) -> None:
+        run.update(status="in_progress", updated_at=timestamp())
+        self._apply_check_run(self.check_runs[run["jobs"][-1]], {"status": "in_progress"})
+        self._announce_workflow_run("in_progress", run, sender)
+
+    def _finish_run(self, run: dict[str, Any], conclusion: str, sender: dict[str, Any]) -> None:
+        job = self.check_runs[run["jobs"][-1]]
+        self._apply_check_run(job, {"conclusion": conclusion})
+        ci_bot = self._wh_user(f"{CI_APP['slug']}[bot]", "Bot")
+        self._announce_check_run("completed", job, ci_bot)
+        self._settle_suite(self._suites[run["suite_id"]], ci_bot)
+        run.update(status="completed", conclusion=conclusion, updated_at=timestamp())
+        self._announce_workflow_run("completed", run, sender)
+
+    def _workflow_run(self, repo: str, run_id: int) -> dict[str, Any]:
+        run = self.workflow_runs.get(run_id)
+        if run is None or run["repo"] != repo:
+            raise KeyError(f"no workflow run {run_id} in {repo}")
+        return run
+
+    def _workflow_run_from(self, call: Call) -> dict[str, Any]:
+        run = self.workflow_runs.get(self._number(call, "run_id"))
+        if run is None or run["repo"] != f"{call.params['owner']}/{call.params['repo']}":
+            raise Refused(404, "Not Found")
+        return run
+
+    def _list_workflow_runs(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        query = call.query
+        runs = [r for r in self.workflow_runs.values() if r["repo"] == full_name]
+        for key, field_ in (("branch", "head_branch"), ("head_sha", "head_sha"), ("event", "event"),
+                            ("actor", "actor")):
+            if key in query:
+                runs = [r for r in runs if r[field_] == query[key]]
+        if "status" in query:
+            runs = [r for r in runs if query["status"] in (r["status"], r["conclusion"])]
+        if "check_suite_id" in query:
+            runs = [r for r in runs if str(r["suite_id"]) == query["check_suite_id"]]
+        if "created" in query:
+            runs = [r for r in runs if _date_matches(query["created"], r["created_at"])]
+        runs.sort(key=lambda r: r["id"], reverse=True)
+        exclude = query.get("exclude_pull_requests") == "true"
+        reply = self._page(call, [self._workflow_run_object(r, exclude) for r in runs])
+        reply.body = {"total_count": len(runs), "workflow_runs": reply.body}
+        return reply
+
+    def _get_workflow_run(self, call: Call) -> Reply:
+        exclude = call.query.get("exclude_pull_requests") == "true"
+        return Reply(200, self._workflow_run_object(self._workflow_run_from(call), exclude))
+
+    def _rerun(self, call: Call) -> Reply:
+        return self._rerun_run(self._workflow_run_from(call), failed_only=False)
+
+    def _rerun_failed(self, call: Call) -> Reply:
+        return self._rerun_run(self._workflow_run_from(call), failed_only=True)
+
+    def _rerun_run(self, run: dict[str, Any], failed_only: bool) -> Reply:
+        if run["status"] != "completed":
+            raise Refused(403, "This workflow is already running")
+        if failed_only and run["conclusion"] not in FAILED:
+            raise Refused(403, "There are no failed jobs to re-run")
+        bot = self._wh_user(self._bot_login(), "Bot")
+        run["triggering_actor"] = self._bot_login()
+        self._start_attempt(run, bot)
+        scripted = self._reruns.get(run["id"])
+        if scripted:
+            self._advance_run(run, bot)
+            self._finish_run(run, scripted.pop(0), bot)
+        return Reply(201, {})
+
+    def _dispatch(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        record = self._repo(full_name)
+        wanted = call.params["workflow_id"]
+        workflows = self._workflows.get(full_name, {})
+        if wanted.isdigit():
+            file = next((f for f, id_ in workflows.items() if str(id_) == wanted), None)
+        else:
+            file = wanted if wanted.endswith((".yml", ".yaml")) else None
+        if file is None:
+            raise Refused(404, "Not Found")
+        ref = call.body["ref"]
+        sha = self._resolve(record, ref)
+        if sha is None:
+            raise Refused(422, f"No ref found for: {ref}")
+        branch = ref.removeprefix("refs/heads/") if ref.removeprefix("refs/heads/") in record["branches"] \
+            else self._branch_of(full_name, sha)
+        run = self._new_workflow_run(full_name, file, sha, branch, "workflow_dispatch", self._bot_login())
+        run["inputs"] = dict(call.body.get("inputs") or {})
+        self.dispatches.append({"repo": full_name, "workflow": file, "ref": ref, "inputs": run["inputs"],
+                                "run_id": run["id"]})
+        self._start_attempt(run, self._wh_user(self._bot_login(), "Bot"))
+        if call.body.get("return_run_details"):
+            api = f"{self._base()}/repos/{full_name}/actions/runs/{run['id']}"
+            return Reply(200, {"workflow_run_id": run["id"], "run_url": api,
+                               "html_url": f"{self._base()}/{full_name}/actions/runs/{run['id']}"})
+        return Reply(204)
+
+    def _list_jobs(self, call: Call) -> Reply:
+        run = self._workflow_run_from(call)
+        jobs = [self.check_runs[id_] for id_ in run["jobs"]]
+        if call.query.get("filter", "latest") == "latest":
+            jobs = [job for job in jobs if job["attempt"] == run["run_attempt"]]
+        template = _raw_example("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", 200)["jobs"][0]
+        reply = self._page(call, [self._job_object(run, job, template) for job in reversed(jobs)])
+        reply.body = {"total_count": len(jobs), "jobs": reply.body}
+        return reply
+
+    def _list_artifacts(self, call: Call) -> Reply:
+        run = self._workflow_run_from(call)
+        found = [(id_, a) for id_, a in sorted(self._artifacts.items()) if a["run_id"] == run["id"]]
+        if "name" in call.query:
+            found = [(id_, a) for id_, a in found if a["name"] == call.query["name"]]
+        if call.query.get("direction", "desc") == "desc":
+            found.reverse()
+        reply = self._page(call, [self._artifact_object(id_, a, run) for id_, a in found])
+        reply.body = {"total_count": len(found), "artifacts": reply.body}
+        return reply
+
+    def _download_artifact(self, call: Call) -> Reply:
+        artifact_id = self._number(call, "artifact_id")
+        artifact = self._artifacts.get(artifact_id)
+        if (artifact is None or artifact["repo"] != f"{call.params['owner']}/{call.params['repo']}"
+                or call.params["archive_format"] != "zip"):
+            raise Refused(404, "Not Found")
+        return Reply(302, None, {"Location": f"{self._base()}/_sandbox/artifacts/{artifact_id}.zip"})
+
+    def artifact_bytes(self, artifact_id: int) -> bytes:
+        with self._lock:
+            artifact = self._artifacts.get(artifact_id)
+            if artifact is None:
+                raise KeyError(f"no artifact {artifact_id}")
+            return base64.b64decode(artifact["data"])
+
+    def _workflow_run_object(self, run: dict[str, Any], exclude_pulls: bool = False) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}", 200))
+        base = self._base()
+        repo = run["repo"]
+        api = f"{base}/repos/{repo}/actions/runs/{run['id']}"
+        repository = self._repository_object(repo, answer["repository"])
+        commit = self._repos[repo]["commits"].get(run["head_sha"]) or self._foreign_commit()
+        author = commit["author"] or self.owner
+        person = {"name": author, "email": self._email(author)}
+        attempt = run["run_attempt"]
+        answer.update(
+            id=run["id"], name=run["name"], node_id=node_id("WorkflowRun", run["id"]),
+            head_branch=run["head_branch"], head_sha=run["head_sha"],
+            path=f".github/workflows/{run['file']}@{run['head_branch'] or run['head_sha']}",
+            display_title=(commit["message"] or run["name"]).splitlines()[0], run_number=run["run_number"],
+            run_attempt=attempt, event=run["event"], status=run["status"], conclusion=run["conclusion"],
+            workflow_id=run["workflow_id"], check_suite_id=run["suite_id"],
+            check_suite_node_id=node_id("CheckSuite", run["suite_id"]),
+            check_suite_url=f"{base}/repos/{repo}/check-suites/{run['suite_id']}",
+            url=api, html_url=f"{base}/{repo}/actions/runs/{run['id']}", jobs_url=f"{api}/jobs",
+            logs_url=f"{api}/logs", artifacts_url=f"{api}/artifacts", cancel_url=f"{api}/cancel",
+            rerun_url=f"{api}/rerun", previous_attempt_url=f"{api}/attempts/{attempt - 1}" if attempt > 1
+            else None, workflow_url=f"{base}/repos/{repo}/actions/workflows/{run['workflow_id']}",
+            pull_requests=[] if exclude_pulls else [self._pull_minimal(p) for p in self._open_pulls(repo)
+                                                    if p["head_sha"] == run["head_sha"]],
+            created_at=run["created_at"], updated_at=run["updated_at"], run_started_at=run["run_started_at"],
+            actor=self._user(run["actor"], self._kind(run["actor"])),
+            triggering_actor=self._user(run["triggering_actor"], self._kind(run["triggering_actor"])),
+            head_commit={"id": run["head_sha"], "tree_id": commit.get("tree_id") or run["head_sha"],
+                         "message": commit["message"], "timestamp": commit["timestamp"], "author": person,
+                         "committer": dict(person)},
+            repository=repository, head_repository=dict(repository), referenced_workflows=[])
+        return answer
+
+    def _job_object(self, run: dict[str, Any], job: dict[str, Any],
+                    template: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(json.loads(json.dumps(template)))
+        base = self._base()
+        repo = run["repo"]
+        step = dict(answer["steps"][0])
+        step.update(name="Run the workflow", number=1, status=job["status"], conclusion=job["conclusion"],
+                    started_at=job["started_at"], completed_at=job["completed_at"])
+        answer.update(
+            id=job["id"], run_id=run["id"], run_attempt=job["attempt"],
+            node_id=node_id("WorkflowJob", job["id"]),
+            head_sha=run["head_sha"], head_branch=run["head_branch"], name=job["name"],
+            workflow_name=run["name"], status=job["status"], conclusion=job["conclusion"],
+            created_at=job["started_at"], started_at=job["started_at"], completed_at=job["completed_at"],
+            url=f"{base}/repos/{repo}/actions/jobs/{job['id']}",
+            html_url=f"{base}/{repo}/actions/runs/{run['id']}/job/{job['id']}",
+            run_url=f"{base}/repos/{repo}/actions/runs/{run['id']}",
+            check_run_url=f"{base}/repos/{repo}/check-runs/{job['id']}", steps=[step],
+            labels=["ubuntu-latest"], runner_id=1, runner_name="GitHub Actions 1", runner_group_id=1,
+            runner_group_name="GitHub Actions")
+        return answer
+
+    def _artifact_object(self, artifact_id: int, artifact: dict[str, Any],
+                         run: dict[str, Any]) -> dict[str, Any]:
+        template = _raw_example("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts", 200)
+        answer = self._rebase(template["artifacts"][0])
+        api = f"{self._base()}/repos/{artifact['repo']}/actions/artifacts/{artifact_id}"
+        created = datetime.strptime(artifact["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        repo_id = self._repos[artifact["repo"]]["id"]
+        answer.update(id=artifact_id, node_id=node_id("Artifact", artifact_id), name=artifact["name"],
+                      size_in_bytes=len(base64.b64decode(artifact["data"])), url=api,
+                      archive_download_url=f"{api}/zip", expired=False, created_at=artifact["created_at"],
+                      updated_at=artifact["created_at"], expires_at=timestamp(created + timedelta(days=90)),
+                      digest=f"sha256:{artifact['digest']}",
+                      workflow_run={"id": run["id"], "repository_id": repo_id, "head_repository_id": repo_id,
+                                    "head_branch": run["head_branch"], "head_sha": run["head_sha"]})
+        return answer
+
+    def _announce_workflow_run(self, action: str, run: dict[str, Any], sender: dict[str, Any]) -> None:
+        repo = run["repo"]
+        example = self._example("workflow_run", action, repo)
+        rest = self._workflow_run_object(run)
+        wh_run = adapt({k: v for k, v in rest.items() if k not in ("repository", "head_repository")},
+                       example["workflow_run"])
+        for side in ("repository", "head_repository"):
+            wh_run[side] = adapt(rest[side], example["workflow_run"][side])
+        base = self._base()
+        workflow = set_present(
+            dict(example["workflow"]), id=run["workflow_id"], node_id=node_id("Workflow", run["workflow_id"]),
+            name=run["name"], path=f".github/workflows/{run['file']}", state="active",
+            url=f"{base}/repos/{repo}/actions/workflows/{run['workflow_id']}",
+            html_url=f"{base}/{repo}/blob/{self._repos[repo]['default_branch']}/.github/workflows/{run['file']}",
+            badge_url=f"{base}/{repo}/workflows/{quote(run['name'])}/badge.svg")
+        self._announce("workflow_run", {"action": action, "workflow": workflow, "workflow_run": wh_run,
+                                        "repository": self._wh_repository(repo, example["repository"]),
+                                        "sender": sender}, repo)
+
+    # ---- deployments ---------------------------------------------------------------------------
+
+    def _deployment_from(self, call: Call) -> dict[str, Any]:
+        deployment = self.deployments.get(self._number(call, "deployment_id"))
+        if deployment is None or deployment["repo"] != f"{call.params['owner']}/{call.params['repo']}":
+            raise Refused(404, "Not Found")
+        return deployment
+
+    def _create_deployment(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        body = call.body
+        ref = body["ref"]
+        sha = self._resolve(self._repo(full_name), ref)
+        if sha is None:
+            raise Refused(422, f"No ref found for: {ref}")
+        latest: dict[str, str] = {}
+        for status in sorted(self.statuses, key=lambda s: s["id"]):
+            if status["repo"] == full_name and status["sha"] == sha:
+                latest[status["context"]] = status["state"]
+        required = body.get("required_contexts")
+        contexts = list(latest) if required is None else list(required)
+        failing = [c for c in contexts if latest.get(c) != "success"]
+        if failing:
+            raise Refused(409, f"Conflict: Commit status checks failed for {ref}.")
+        environment = body.get("environment") or "production"
+        deployment = {
+            "id": self._new_id(), "repo": full_name, "sha": sha, "ref": ref,
+            "task": body.get("task") or "deploy", "payload": body.get("payload", {}),
+            "environment": environment, "original_environment": environment,
+            "description": body.get("description", ""),
+            "transient_environment": bool(body.get("transient_environment", False)),
+            "production_environment": bool(body.get("production_environment", environment == "production")),
+            "creator": self._bot_login(), "created_at": timestamp(), "updated_at": timestamp(),
+            "statuses": []}
+        self.deployments[deployment["id"]] = deployment
+        example = self._example("deployment", "created", full_name)
+        self._announce("deployment", {
+            "action": "created", "deployment": self._wh_deployment(deployment, example["deployment"]),
+            "workflow": None, "workflow_run": None,
+            "repository": self._wh_repository(full_name, example["repository"]),
+            "sender": self._wh_user(self._bot_login(), "Bot")}, full_name)
+        return Reply(201, self._deployment_object(deployment))
+
+    def _list_deployments(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        found = [d for d in self.deployments.values() if d["repo"] == full_name]
+        for key in ("sha", "ref", "task", "environment"):
+            if key in call.query:
+                found = [d for d in found if d[key] == call.query[key]]
+        found.sort(key=lambda d: d["id"], reverse=True)
+        return self._page(call, [self._deployment_object(d) for d in found])
+
+    def _get_deployment(self, call: Call) -> Reply:
+        return Reply(200, self._deployment_object(self._deployment_from(call)))
+
+    def _create_deployment_status(self, call: Call) -> Reply:
+        deployment = self._deployment_from(call)
+        body = call.body
+        status = self._new_deployment_status(deployment, body["state"], body)
+        if body["state"] == "success" and body.get("auto_inactive", True):
+            for older in sorted(self.deployments.values(), key=lambda d: d["id"]):
+                if (older["id"] < deployment["id"] and older["repo"] == deployment["repo"]
+                        and older["environment"] == deployment["environment"]
+                        and not older["transient_environment"] and not older["production_environment"]
+                        and older["statuses"] and older["statuses"][-1]["state"] == "success"):
+                    # GitHub's webhook schema has no inactive deployment_status: not announced.
+                    self._new_deployment_status(older, "inactive", {}, announce=False)
+        return Reply(201, self._deployment_status_object(deployment, status))
+
+    def _new_deployment_status(self, deployment: dict[str, Any], state: str, body: dict[str, Any],
+                               announce: bool = True) -> dict[str, Any]:
+        if body.get("environment"):
+            deployment["environment"] = body["environment"]
+        status = {"id": self._new_id(), "state": state, "description": body.get("description", ""),
+                  "environment": deployment["environment"], "target_url": body.get("target_url", ""),
+                  "log_url": body.get("log_url") or body.get("target_url", ""),
+                  "environment_url": body.get("environment_url", ""), "creator": self._bot_login(),
+                  "created_at": timestamp(), "updated_at": timestamp()}
+        deployment["statuses"].append(status)
+        deployment["updated_at"] = timestamp()
+        if not announce:
+            return status
+        repo = deployment["repo"]
+        example = self._example("deployment_status", "created", repo)
+        rest = self._deployment_status_object(deployment, status)
+        wh_status = adapt(rest, example["deployment_status"])
+        wh_status["performed_via_github_app"] = self._wh_app(self._app())
+        for empty in ("environment_url", "log_url"):  # the webhook schema has no room for an empty url
+            if not wh_status.get(empty):
+                wh_status.pop(empty, None)
+        self._announce("deployment_status", {
+            "action": "created", "deployment_status": wh_status,
+            "deployment": self._wh_deployment(deployment, example["deployment"]),
+            "repository": self._wh_repository(repo, example["repository"]),
+            "sender": self._wh_user(self._bot_login(), "Bot")}, repo)
+        return status
+
+    def _list_deployment_statuses(self, call: Call) -> Reply:
+        deployment = self._deployment_from(call)
+        return self._page(call, [self._deployment_status_object(deployment, s)
+                                 for s in reversed(deployment["statuses"])])
+
+    def _deployment_object(self, deployment: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("POST", "/repos/{owner}/{repo}/deployments", 201))
+        base = self._base()
+        api = f"{base}/repos/{deployment['repo']}/deployments/{deployment['id']}"
+        answer.update({key: deployment[key] for key in (
+            "id", "sha", "ref", "task", "payload", "environment", "original_environment", "description",
+            "transient_environment", "production_environment", "created_at", "updated_at")})
+        answer.update(node_id=node_id("Deployment", deployment["id"]), url=api,
+                      statuses_url=f"{api}/statuses",
+                      repository_url=f"{base}/repos/{deployment['repo']}",
+                      creator=self._user(deployment["creator"], "Bot"), performed_via_github_app=self._app())
+        return answer
+
+    def _wh_deployment(self, deployment: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+        answer = adapt(self._deployment_object(deployment), template)
+        answer["performed_via_github_app"] = self._wh_app(self._app())
+        return answer
+
+    def _deployment_status_object(self, deployment: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example(
+            "POST", "/repos/{owner}/{repo}/deployments/{deployment_id}/statuses", 201))
+        base = self._base()
+        api = f"{base}/repos/{deployment['repo']}/deployments/{deployment['id']}"
+        answer.update({key: status[key] for key in (
+            "id", "state", "description", "environment", "target_url", "log_url", "environment_url",
+            "created_at", "updated_at")})
+        answer.update(node_id=node_id("DeploymentStatus", status["id"]), url=f"{api}/statuses/{status['id']}",
+                      deployment_url=api, repository_url=f"{base}/repos/{deployment['repo']}",
+                      creator=self._user(status["creator"], "Bot"), performed_via_github_app=self._app())
+        return answer
+
+    # ---- security alerts and branch protection ------------------------------------------------
+
+    @_changes
+    def add_dependabot_alert(self, repo: str, package: str, severity: str, state: str = "open",
+                             ecosystem: str = "pip", manifest: str = "requirements.txt") -> int:
+        """Dependabot finds a vulnerable dependency (`moderate` is GitHub's word for `medium`).
+        Returns the alert's number."""
+        self._repo(repo)
+        severity = "medium" if severity == "moderate" else severity
+        if severity not in ("low", "medium", "high", "critical"):
+            raise ValueError(f"a Dependabot severity is low, medium (moderate), high or critical, "
+                             f"got {severity!r}")
+        if state not in ("open", "dismissed", "fixed", "auto_dismissed"):
+            raise ValueError(f"a Dependabot alert is open, dismissed, fixed or auto_dismissed, got {state!r}")
+        number = self._next_alert_number(repo)
+        self._dependabot_alerts.append({"repo": repo, "number": number, "package": package,
+                                        "severity": severity, "state": state, "ecosystem": ecosystem,
+                                        "manifest": manifest, "created_at": timestamp()})
+        return number
+
+    @_changes
+    def add_code_scanning_alert(self, repo: str, rule: str, severity: str, state: str = "open") -> int:
+        """Code scanning finds `rule` broken: severity is a rule's (note, warning, error) or a
+        security severity (low, medium, high, critical). Returns the alert's number."""
+        self._repo(repo)
+        if severity not in ("none", "note", "warning", "error", "low", "medium", "high", "critical"):
+            raise ValueError(f"a code scanning severity is note, warning, error, low, medium, high or "
+                             f"critical, got {severity!r}")
+        if state not in ("open", "dismissed", "fixed"):
+            raise ValueError(f"a code scanning alert is open, dismissed or fixed, got {state!r}")
+        number = self._next_alert_number(repo)
+        self._code_scanning_alerts.append({"repo": repo, "number": number, "rule": rule, "severity": severity,
+                                           "state": state, "created_at": timestamp()})
+        return number
+
+    @_changes
+    def protect_branch(self, repo: str, branch: str, required_checks: list[str]) -> dict[str, list[str]]:
+        """Branch protection on `branch`, requiring these status checks."""
+        record = self._repo(repo)
+        if branch not in record["branches"]:
+            raise KeyError(f"{repo} has no branch {branch}")
+        self._protection.setdefault(repo, {})[branch] = list(required_checks)
+        return dict(self._protection[repo])
+
+    def _next_alert_number(self, repo: str) -> int:
+        numbers = [a["number"] for a in self._dependabot_alerts + self._code_scanning_alerts
+                   if a["repo"] == repo]
+        return max(numbers, default=0) + 1
+
+    def _list_dependabot_alerts(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        found = [a for a in self._dependabot_alerts if a["repo"] == full_name]
+        for key in ("state", "severity"):
+            if key in call.query:
+                wanted = set(call.query[key].split(","))
+                found = [a for a in found if a[key] in wanted]
+        if "package" in call.query:
+            found = [a for a in found if a["package"] in call.query["package"].split(",")]
+        found.sort(key=lambda a: a["number"], reverse=call.query.get("direction", "desc") == "desc")
+        per_page = min(max(int(call.query.get("per_page", 30)), 1), 100)
+        after = call.query.get("after")
+        if after:
+            match = re.fullmatch(r"n(\d+)", after)
+            if match is None:
+                raise Refused(400, "Bad request: the cursor is not one this API gave")
+            position = next((i for i, a in enumerate(found) if a["number"] == int(match.group(1))), None)
+            found = found[position + 1:] if position is not None else []
+        page = found[:per_page]
+        headers = {}
+        if len(found) > per_page:
+            query = {**call.query, "after": f"n{page[-1]['number']}"}
+            headers["Link"] = f'<{self._request_base}{call.path}?{urlencode(query)}>; rel="next"'
+        return Reply(200, [self._dependabot_alert_object(a) for a in page], headers)
+
+    def _dependabot_alert_object(self, alert: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("GET", "/repos/{owner}/{repo}/dependabot/alerts", 200)[0])
+        base = self._base()
+        package = {"ecosystem": alert["ecosystem"], "name": alert["package"]}
+        answer["dependency"].update(package=package, manifest_path=alert["manifest"])
+        answer["security_advisory"].update(severity=alert["severity"], summary=f"A vulnerability in "
+                                           f"{alert['package']}")
+        for vulnerability in answer["security_advisory"].get("vulnerabilities", []):
+            vulnerability.update(package=dict(package), severity=alert["severity"])
+        answer["security_vulnerability"].update(package=dict(package), severity=alert["severity"])
+        open_ = alert["state"] == "open"
+        answer.update(number=alert["number"], state=alert["state"], assignees=[],
+                      url=f"{base}/repos/{alert['repo']}/dependabot/alerts/{alert['number']}",
+                      html_url=f"{base}/{alert['repo']}/security/dependabot/{alert['number']}",
+                      created_at=alert["created_at"], updated_at=alert["created_at"],
+                      dismissed_at=None if alert["state"] != "dismissed" else alert["created_at"],
+                      dismissed_by=None,
+                      dismissed_reason="tolerable_risk" if alert["state"] == "dismissed" else None,
+                      dismissed_comment=None,
+                      fixed_at=alert["created_at"] if alert["state"] == "fixed" else None,
+                      auto_dismissed_at=alert["created_at"] if alert["state"] == "auto_dismissed" else None)
+        answer.pop("dismissal_request", None)
+        if isinstance(answer["security_advisory"].get("epss"), dict):  # the example's percentile is text
+            answer["security_advisory"]["epss"] = {"percentage": 0.00045, "percentile": 0.16001}
+        if open_:
+            answer["dismissed_by"] = None
+        return answer
+
+    def _list_code_scanning_alerts(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        found = [a for a in self._code_scanning_alerts if a["repo"] == full_name]
+        if "state" in call.query:
+            found = [a for a in found if a["state"] == call.query["state"]]
+        found.sort(key=lambda a: a["number"], reverse=call.query.get("direction", "desc") == "desc")
+        return self._page(call, [self._code_scanning_alert_object(a) for a in found])
+
+    def _code_scanning_alert_object(self, alert: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(_raw_example("GET", "/repos/{owner}/{repo}/code-scanning/alerts", 200)[0])
+        base = self._base()
+        api = f"{base}/repos/{alert['repo']}/code-scanning/alerts/{alert['number']}"
+        security = alert["severity"] in ("low", "medium", "high", "critical")
+        answer["rule"].update(id=alert["rule"], name=alert["rule"], description=alert["rule"],
+                              severity="error" if security else alert["severity"])
+        if security or "security_severity_level" in answer["rule"]:
+            answer["rule"]["security_severity_level"] = alert["severity"] if security else None
+        record = self._repos[alert["repo"]]
+        answer["most_recent_instance"].update(ref=f"refs/heads/{record['default_branch']}",
+                                              commit_sha=self._head(record), state=alert["state"])
+        answer.update(number=alert["number"], state=alert["state"], url=api, instances_url=f"{api}/instances",
+                      html_url=f"{base}/{alert['repo']}/security/code-scanning/{alert['number']}",
+                      created_at=alert["created_at"], dismissed_at=None, dismissed_by=None,
+                      dismissed_reason=None, dismissed_comment=None,
+                      fixed_at=alert["created_at"] if alert["state"] == "fixed" else None)
+        return answer
+
+    def _get_branch_protection(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        branch = call.params["branch"]
+        if branch not in self._repo(full_name)["branches"]:
+            raise Refused(404, "Branch not found")
+        checks = self._protection.get(full_name, {}).get(branch)
+        if checks is None:
+            raise Refused(404, "Branch not protected")
+        api = f"{self._base()}/repos/{full_name}/branches/{quote(branch)}/protection"
+        disabled = {"enabled": False}
+        return Reply(200, {
+            "url": api,
+            "required_status_checks": {"url": f"{api}/required_status_checks", "strict": True,
+                                       "contexts": list(checks),
+                                       "contexts_url": f"{api}/required_status_checks/contexts",
+                                       "checks": [{"context": name, "app_id": None} for name in checks]},
+            "enforce_admins": {"url": f"{api}/enforce_admins", "enabled": False},
+            "required_linear_history": dict(disabled), "allow_force_pushes": dict(disabled),
+            "allow_deletions": dict(disabled), "block_creations": dict(disabled),
+            "required_conversation_resolution": dict(disabled), "lock_branch": dict(disabled),
+            "allow_fork_syncing": dict(disabled)})
+
     # ---- state helpers -----------------------------------------------------------------------
 
     def _new_id(self) -> int:
@@ -1470,7 +2269,7 @@ class GitHubSandbox:
 
     def _announce(self, event: str, payload: dict[str, Any], repo: str | None) -> None:
         """Queue one webhook: the installation, and the organisation of a repository's event, added."""
-        if not self.webhook_url:
+        if not self.webhook_url or self._quiet:
             return
         payload.setdefault("installation", {"id": self.installation_id,
                                             "node_id": node_id("Installation", self.installation_id)})
@@ -1999,7 +2798,13 @@ class GitHubSandbox:
             "teams": [{"org": org, "slug": slug, **team} for (org, slug), team in self._teams.items()],
             "users": self._users, "labels": [[repo, name, id_] for (repo, name), id_ in self._labels.items()],
             "suites": list(self._suites.values()), "comments": self.comments, "reactions": self.reactions,
-            "check_runs": list(self.check_runs.values()),
+            "check_runs": list(self.check_runs.values()), "statuses": self.statuses,
+            "workflow_runs": list(self.workflow_runs.values()), "dispatches": self.dispatches,
+            "deployments": list(self.deployments.values()), "workflows": self._workflows,
+            "artifacts": [{"id": id_, **a} for id_, a in self._artifacts.items()],
+            "reruns": [[id_, conclusions] for id_, conclusions in self._reruns.items()],
+            "dependabot_alerts": self._dependabot_alerts, "code_scanning_alerts": self._code_scanning_alerts,
+            "protection": self._protection,
             "tokens": [{"value": t.value, "permissions": t.permissions,
                         "repositories": sorted(t.repositories) if t.repositories is not None else None,
                         "expires_at": t.expires_at.isoformat()} for t in self._tokens.values()],
@@ -2024,6 +2829,16 @@ class GitHubSandbox:
         self.comments = list(data["comments"])
         self.reactions = list(data["reactions"])
         self.check_runs = {run["id"]: run for run in data["check_runs"]}
+        self.statuses = list(data.get("statuses", []))
+        self.workflow_runs = {run["id"]: run for run in data.get("workflow_runs", [])}
+        self.dispatches = list(data.get("dispatches", []))
+        self.deployments = {d["id"]: d for d in data.get("deployments", [])}
+        self._workflows = {repo: dict(files) for repo, files in data.get("workflows", {}).items()}
+        self._artifacts = {a.pop("id"): a for a in data.get("artifacts", [])}
+        self._reruns = {int(id_): list(conclusions) for id_, conclusions in data.get("reruns", [])}
+        self._dependabot_alerts = list(data.get("dependabot_alerts", []))
+        self._code_scanning_alerts = list(data.get("code_scanning_alerts", []))
+        self._protection = {repo: dict(b) for repo, b in data.get("protection", {}).items()}
         log = self._deliveries_file()
         lines = log.read_text().splitlines() if log.exists() else []
         self.deliveries = [record for record in map(_json_line, lines[-MAX_DELIVERIES:]) if record]

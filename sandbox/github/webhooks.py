@@ -25,7 +25,8 @@ USER_AGENT = "GitHub-Hookshot/sandbox"
 TIMEOUT_SECONDS = 10.0  # GitHub's
 QUEUE_SIZE = 1000
 # Events with no official example for an action borrow the example of an action of the same shape.
-BORROWED = {("issues", "closed"): ("issues", "reopened")}
+BORROWED = {("issues", "closed"): ("issues", "reopened"),
+            ("workflow_run", "in_progress"): ("workflow_run", "requested")}
 
 
 @functools.cache

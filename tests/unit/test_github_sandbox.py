@@ -619,3 +619,233 @@ def test_the_runner_writes_the_key_seeds_and_serves_on_loopback(tmp_path, receiv
         process.terminate()
         process.wait(timeout=10)
     assert process.returncode == 0
+
+
+# ---- commit statuses, workflow runs, deployments, alerts, branch protection --------------------
+
+def unpaced(client: RestClient) -> RestClient:
+    """The client without its one-second spacing of writes, which these tests do not exercise."""
+    client._write_interval = 0.0
+    return client
+
+
+def _forbidden(client: RestClient, method: str, path: str, **options: Any) -> None:
+    with pytest.raises(Exception) as refused:
+        client.request(method, path, **options)
+    assert getattr(refused.value, "status", None) == 403, refused.value
+
+
+def test_commit_statuses_are_reported_read_and_announced(github, receiver, key):
+    hook, _ = receiver
+    hook.clear()
+    sha = github.state()["repos"][REPO]["head_sha"]
+    github.set_status(REPO, sha, "pending", context="ci")
+    github.set_status(REPO, sha, "success", context="ci", description="green")
+    github.set_status(REPO, "main", "failure", context="lint")
+    settle(github)
+    assert hook.events() == ["status", "status", "status"]
+    assert [p["state"] for p in hook.payloads()] == ["pending", "success", "failure"]
+    assert hook.payloads()[0]["branches"][0]["name"] == "main" and hook.payloads()[0]["sha"] == sha
+    check_deliveries(hook, github)
+    test = app_for(github, key).client_for("test", 77, [REPO])
+    listed = test.request("GET", f"/repos/{REPO}/commits/main/statuses")
+    assert [s["state"] for s in listed] == ["failure", "success", "pending"]
+    combined = test.request("GET", f"/repos/{REPO}/commits/{sha}/status")
+    assert (combined["state"], combined["total_count"], combined["sha"]) == ("failure", 2, sha)
+    _forbidden(test, "POST", f"/repos/{REPO}/statuses/{sha}", json_body={"state": "success"})
+    _forbidden(app_for(github, key).client_for("orchestrator", 77, [REPO]), "GET",
+               f"/repos/{REPO}/commits/{sha}/status")
+
+
+def test_a_workflow_run_is_announced_listed_paged_and_its_artifact_downloads(github, receiver, key):
+    import requests
+
+    hook, _ = receiver
+    hook.clear()
+    run_id = github.run_workflow(REPO, "ci", "main", "main", conclusion="failure",
+                                 artifacts={"report": b"PK\x05\x06" + b"\0" * 18})
+    settle(github)
+    assert hook.events() == ["workflow_run.requested", "workflow_run.in_progress", "check_run.completed",
+                             "check_suite.completed", "workflow_run.completed"]
+    assert hook.payloads()[-1]["workflow_run"]["conclusion"] == "failure"
+    assert hook.payloads()[3]["check_suite"]["conclusion"] == "failure"
+    check_deliveries(hook, github)
+    for _ in range(4):
+        github.run_workflow(REPO, "nightly", "main", "main", event="schedule")
+    test = app_for(github, key).client_for("test", 77, [REPO])
+    every = [run for page in test.paginate(f"/repos/{REPO}/actions/runs", params={"per_page": 2})
+             for run in page["workflow_runs"]]
+    assert len(every) == 6  # the seeded run, the failed one and four nightly ones
+    assert github.requests.count(("GET", f"/repos/{REPO}/actions/runs", 200)) == 3
+    nightly = test.request("GET", f"/repos/{REPO}/actions/runs", params={"event": "schedule"})
+    assert nightly["total_count"] == 4 and [r["run_number"] for r in nightly["workflow_runs"]] == [4, 3, 2, 1]
+    failed = test.request("GET", f"/repos/{REPO}/actions/runs",
+                          params={"status": "failure", "branch": "main", "created": ">=2000-01-01"})
+    assert [r["id"] for r in failed["workflow_runs"]] == [run_id]
+    assert test.request("GET", f"/repos/{REPO}/actions/runs", params={"created": "<2000-01-01"})[
+        "total_count"] == 0
+    run = test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}")
+    assert (run["status"], run["conclusion"], run["run_attempt"], run["name"]) == (
+        "completed", "failure", 1, "ci")
+    jobs = test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/jobs")
+    assert [j["conclusion"] for j in jobs["jobs"]] == ["failure"]
+    [artifact] = test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/artifacts")["artifacts"]
+    assert artifact["name"] == "report" and artifact["size_in_bytes"] == 22
+    token = app_for(github, key).tokens().token(77, "test", [REPO]).token
+    url = f"{github.base_url}/repos/{REPO}/actions/artifacts/{artifact['id']}/zip"
+    headers = {"Authorization": f"Bearer {token}", "User-Agent": "test"}
+    redirect = requests.get(url, headers=headers, allow_redirects=False, timeout=10)
+    assert redirect.status_code == 302
+    download = requests.get(redirect.headers["Location"], timeout=10)
+    assert download.content == b"PK\x05\x06" + b"\0" * 18
+    assert download.headers["Content-Type"] == "application/zip"
+    _forbidden(app_for(github, key).client_for("orchestrator", 77, [REPO]), "GET",
+               f"/repos/{REPO}/actions/runs")
+
+
+def test_a_rerun_of_a_failed_run_is_attempt_two_with_the_scripted_conclusion(github, receiver, key):
+    hook, _ = receiver
+    run_id = github.run_workflow(REPO, "ci", "main", "main", conclusion="failure")
+    github.script_rerun(REPO, run_id, "success")
+    settle(github)
+    hook.clear()
+    test = app_for(github, key).client_for("test", 77, [REPO])
+    _forbidden(test, "POST", f"/repos/{REPO}/actions/runs/{run_id}/rerun-failed-jobs")
+    code = unpaced(app_for(github, key).client_for("code", 77, [REPO]))
+    assert code.request("POST", f"/repos/{REPO}/actions/runs/{run_id}/rerun-failed-jobs") == {}
+    settle(github)
+    assert hook.events() == ["workflow_run.requested", "workflow_run.in_progress", "check_run.completed",
+                             "check_suite.completed", "workflow_run.completed"]
+    final = hook.payloads()[-1]["workflow_run"]
+    assert (final["id"], final["run_attempt"], final["conclusion"]) == (run_id, 2, "success")
+    check_deliveries(hook, github)
+    run = test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}")
+    assert (run["run_attempt"], run["conclusion"]) == (2, "success")
+    assert run["previous_attempt_url"].endswith(f"/runs/{run_id}/attempts/1")
+    every = test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/jobs", params={"filter": "all"})
+    assert [j["run_attempt"] for j in every["jobs"]] == [2, 1]
+    assert test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/jobs")["total_count"] == 1
+    with pytest.raises(Exception) as nothing_failed:
+        code.request("POST", f"/repos/{REPO}/actions/runs/{run_id}/rerun-failed-jobs")
+    assert nothing_failed.value.status == 403
+    assert code.request("POST", f"/repos/{REPO}/actions/runs/{run_id}/rerun") == {}  # not scripted: queued
+    assert test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}")["status"] == "queued"
+    assert github.complete_workflow_run(REPO, run_id, "success")["run_attempt"] == 3
+
+
+def test_a_dispatch_records_its_inputs_and_queues_a_run(github, receiver, key):
+    hook, _ = receiver
+    hook.clear()
+    code = unpaced(app_for(github, key).client_for("code", 77, [REPO]))
+    path = f"/repos/{REPO}/actions/workflows/implement.yml/dispatches"
+    assert code.request("POST", path, json_body={"ref": "main", "inputs": {"issue": "12"}}) is None
+    assert github.requests[-1] == ("POST", path, 204)
+    [dispatch] = github.dispatches
+    assert dispatch["inputs"] == {"issue": "12"} and dispatch["ref"] == "main"
+    run = github.workflow_runs[dispatch["run_id"]]
+    assert (run["status"], run["event"], run["name"], run["head_branch"]) == (
+        "queued", "workflow_dispatch", "implement", "main")
+    github.complete_workflow_run(REPO, run["id"], "success")
+    settle(github)
+    assert hook.events() == ["workflow_run.requested", "workflow_run.in_progress", "check_run.completed",
+                             "check_suite.completed", "workflow_run.completed"]
+    check_deliveries(hook, github)
+    with pytest.raises(Exception) as no_ref:
+        code.request("POST", path, json_body={"ref": "nowhere"})
+    assert no_ref.value.status == 422
+    _forbidden(app_for(github, key).client_for("test", 77, [REPO]), "POST", path, json_body={"ref": "main"})
+
+
+def test_deployments_and_their_statuses_with_auto_inactive(github, receiver, key):
+    hook, _ = receiver
+    hook.clear()
+    deploy = unpaced(app_for(github, key).client_for("deploy", 77, [REPO]))
+    sha = github.state()["repos"][REPO]["head_sha"]
+    ids = []
+    for _ in range(2):
+        created = deploy.request("POST", f"/repos/{REPO}/deployments", json_body={
+            "ref": "main", "environment": "staging", "payload": {"service": "widgets"}, "auto_merge": False,
+            "required_contexts": []})
+        assert (created["sha"], created["environment"], created["payload"]) == (
+            sha, "staging", {"service": "widgets"})
+        ids.append(created["id"])
+        deploy.request("POST", f"/repos/{REPO}/deployments/{created['id']}/statuses",
+                       json_body={"state": "in_progress"})
+        deploy.request("POST", f"/repos/{REPO}/deployments/{created['id']}/statuses",
+                       json_body={"state": "success", "environment_url": "https://staging.example"})
+    settle(github)
+    assert hook.events() == ["deployment.created", "deployment_status.created", "deployment_status.created",
+                             "deployment.created", "deployment_status.created", "deployment_status.created"]
+    # GitHub's webhook schema knows no inactive deployment_status: auto_inactive is not announced.
+    assert [p["deployment_status"]["state"] for p in hook.payloads()[-2:]] == ["in_progress", "success"]
+    check_deliveries(hook, github)
+    first = deploy.request("GET", f"/repos/{REPO}/deployments/{ids[0]}/statuses")
+    assert [s["state"] for s in first] == ["inactive", "success", "in_progress"]
+    assert [d["id"] for d in deploy.request("GET", f"/repos/{REPO}/deployments",
+                                            params={"environment": "staging", "sha": sha})] == ids[::-1]
+    assert deploy.request("GET", f"/repos/{REPO}/deployments", params={"ref": "other"}) == []
+    assert deploy.request("GET", f"/repos/{REPO}/deployments/{ids[1]}")["ref"] == "main"
+    github.set_status(REPO, sha, "failure", context="ci")
+    with pytest.raises(Exception) as conflict:
+        deploy.request("POST", f"/repos/{REPO}/deployments", json_body={"ref": "main", "auto_merge": False})
+    assert conflict.value.status == 409
+    _forbidden(app_for(github, key).client_for("test", 77, [REPO]), "GET", f"/repos/{REPO}/deployments")
+
+
+def test_alerts_and_branch_protection_are_read_by_the_scout(github, key):
+    scout = app_for(github, key).client_for("scout", 77, [REPO])
+    [seeded] = scout.request("GET", f"/repos/{REPO}/dependabot/alerts")
+    assert (seeded["state"], seeded["security_advisory"]["severity"]) == ("open", "medium")
+    assert seeded["dependency"]["package"]["name"] == "requests"
+    for package in ("urllib3", "jinja2", "pyyaml"):
+        github.add_dependabot_alert(REPO, package, "high")
+    github.add_dependabot_alert(REPO, "flask", "low", state="fixed")
+    high = list(scout.paginate(f"/repos/{REPO}/dependabot/alerts",
+                               params={"severity": "high", "per_page": 2}))
+    assert [a["dependency"]["package"]["name"] for a in high] == ["pyyaml", "jinja2", "urllib3"]
+    assert len(scout.request("GET", f"/repos/{REPO}/dependabot/alerts", params={"state": "open"})) == 4
+    github.add_code_scanning_alert(REPO, "py/sql-injection", "high")
+    [scanned] = scout.request("GET", f"/repos/{REPO}/code-scanning/alerts", params={"state": "open"})
+    assert scanned["rule"]["id"] == "py/sql-injection"
+    assert scanned["rule"]["security_severity_level"] == "high"
+    protection = scout.request("GET", f"/repos/{REPO}/branches/main/protection")
+    assert protection["required_status_checks"]["contexts"] == ["ci"]
+    with pytest.raises(Exception) as unprotected:
+        scout.request("GET", "/repos/octo/gadgets/branches/main/protection")
+    assert unprotected.value.status == 404
+    seeded_run = scout.request("GET", f"/repos/{REPO}/actions/runs", params={"branch": "main"})
+    assert [(r["name"], r["conclusion"]) for r in seeded_run["workflow_runs"]] == [("ci", "success")]
+    test = app_for(github, key).client_for("test", 77, [REPO])
+    for path in ("dependabot/alerts", "code-scanning/alerts", "branches/main/protection"):
+        _forbidden(test, "GET", f"/repos/{REPO}/{path}")
+
+
+def test_the_new_actions_through_the_control_api_and_the_cli(github, key, tmp_path):
+    control = SandboxControl(github.base_url)
+    url = ["--url", github.base_url]
+    sha = github.state()["repos"][REPO]["head_sha"]
+    assert control.set_status(REPO, sha, "success")["state"] == "success"
+    run_id = control.run_workflow(REPO, "ci", "main", conclusion="failure", artifacts={"a": b"zip"})
+    assert github.artifact_bytes(max(github._artifacts)) == b"zip"
+    assert control.script_rerun(REPO, run_id, "success") == ["success"]
+    assert isinstance(control.add_dependabot_alert(REPO, "six", "critical"), int)
+    assert isinstance(control.add_code_scanning_alert(REPO, "py/xss", "warning"), int)
+    assert control.protect_branch("octo/gadgets", "main", ["ci", "lint"]) == {"main": ["ci", "lint"]}
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"zip")
+    for verb in (["status", "set", REPO, "main", "pending", "--context", "deploy"],
+                 ["workflow", "run", REPO, "ci", "main", "--conclusion", "failure",
+                  "--artifact", f"x={archive}"],
+                 ["workflow", "script-rerun", REPO, str(run_id), "failure"],
+                 ["alert", "dependabot", REPO, "idna", "moderate"],
+                 ["alert", "code-scanning", REPO, "py/path-injection", "error"],
+                 ["branch", "protect", REPO, "main", "--require", "ci"]):
+        assert run_cli(["sandbox", "github", *verb, *url]) == 0, verb
+    code = unpaced(app_for(github, key).client_for("code", 77, [REPO]))
+    code.request("POST", f"/repos/{REPO}/actions/workflows/implement.yml/dispatches",
+                 json_body={"ref": "main"})
+    queued = github.dispatches[-1]["run_id"]
+    assert run_cli(["sandbox", "github", "workflow", "complete", REPO, str(queued), *url]) == 0
+    assert github.workflow_runs[queued]["conclusion"] == "success"
+    assert run_cli(["sandbox", "github", "workflow", "complete", REPO, str(queued), *url]) == 1
+    settle(github)
