@@ -1,0 +1,1 @@
+"""The test agent: gates every pull request on tests, coverage and performance."""
