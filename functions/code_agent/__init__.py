@@ -1,0 +1,1 @@
+"""The code agent: turns an issue labelled `agent-task` into a pull request."""
