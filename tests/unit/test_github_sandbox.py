@@ -500,6 +500,29 @@ def test_a_restarted_sandbox_keeps_its_repos_issues_and_deliveries(key, start, r
     assert third.issue(REPO, pull)["merged"] is True
 
 
+def test_a_restarted_sandbox_keeps_its_ci_deployments_alerts_and_protection(key, start, receiver, tmp_path):
+    _, url = receiver
+    state_file = str(tmp_path / "github.json")
+    first = start(url, state_file=state_file)
+    seed.demo(first)  # a green ci run on main, a Dependabot alert, protection on main
+    first.set_status(REPO, "main", "failure", context="lint")
+    settle(first)
+    first.close()
+
+    second = start(url, state_file=state_file)
+    app = app_for(second, key)
+    scout, tester = app.client_for("scout", 77, [REPO]), app.client_for("test", 77, [REPO])
+    runs = tester.request("GET", f"/repos/{REPO}/actions/runs")["workflow_runs"]
+    assert [(r["name"], r["conclusion"]) for r in runs] == [("ci", "success")]
+    assert [a["security_vulnerability"]["severity"] for a in
+            scout.request("GET", f"/repos/{REPO}/dependabot/alerts")] == ["medium"]
+    protection = scout.request("GET", f"/repos/{REPO}/branches/main/protection")
+    assert protection["required_status_checks"]["contexts"] == ["ci"]
+    combined = tester.request("GET", f"/repos/{REPO}/commits/main/status")
+    assert [(s["context"], s["state"]) for s in combined["statuses"]] == [("lint", "failure")]
+    assert second.errors == []
+
+
 # ---- the control API, its client and the CLI --------------------------------------------------
 
 def test_the_control_api_and_its_client_drive_the_sandbox(github, receiver):
@@ -583,7 +606,9 @@ def test_the_cli_verbs_act_on_a_running_sandbox(github, receiver, capsys):
 def test_every_cli_verb_has_help(capsys):
     for verb in (["issue", "open"], ["issue", "label"], ["issue", "comment"], ["pr", "open"],
                  ["pr", "review"], ["pr", "merge"], ["pr", "push"], ["ci", "complete"], ["deliveries"],
-                 ["redeliver"], ["fault", "inject"], ["fault", "clear"], ["state"]):
+                 ["redeliver"], ["fault", "inject"], ["fault", "clear"], ["state"], ["status", "set"],
+                 ["workflow", "run"], ["workflow", "complete"], ["workflow", "script-rerun"],
+                 ["alert", "dependabot"], ["alert", "code-scanning"], ["branch", "protect"]):
         with pytest.raises(SystemExit) as done:
             run_cli(["sandbox", "github", *verb, "--help"])
         assert done.value.code == 0
