@@ -37,7 +37,6 @@ import argparse
 import collections
 import logging
 import math
-import os
 import statistics
 import threading
 import time
@@ -247,9 +246,6 @@ class Bench:
         self.seconds = seconds
         env = stack.function_env()
         env["LOG_LEVEL"] = "WARNING"
-        # The Firestore client reads the emulator host from the process environment.
-        for name in ("GOOGLE_CLOUD_PROJECT", "FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
-            os.environ[name] = env[name]
         self.services = Services(Config.from_env(env))
         self.orchestrator = self.services.orchestrator()
         self.stages = Stages()

@@ -57,7 +57,7 @@ class Services:
     def firestore(self) -> Any:
         from shared.gcp import firestore_client
 
-        return firestore_client(self.config.project)
+        return firestore_client(self.config.project, self.config.firestore_emulator_host)
 
     @_once
     def ledger(self) -> Any:

@@ -85,20 +85,14 @@ class Executor:
             log.info("action already applied", extra={"task_id": task_id, "outcome": "duplicate"})
             return None
         name = type(action).__name__
-        facts: dict[str, Any] = {
-            "repository": action.repository,
-            "task_id": task_id,
-            "delivery_id": delivery_id,
-        }
+
+        def done(outcome: str, **facts: Any) -> None:
+            audit.record(key=action.key, actor=self._actor, action=_verb(name), subject=_target(action),
+                         outcome=outcome, repository=action.repository, task_id=task_id,
+                         delivery_id=delivery_id, **facts)
+
         if self._dry_run:
-            audit.record(
-                key=action.key,
-                actor=self._actor,
-                action=_verb(name),
-                subject=_target(action),
-                outcome="dry_run",
-                **facts,
-            )
+            done("dry_run")
             return None
         client = self._client_for(installation_id, action.repository, task_id)
         try:
@@ -107,26 +101,9 @@ class Executor:
             # Refused by GitHub (gone, forbidden, invalid): say so in the audit trail and the log;
             # retrying would not help, and the message's other effects still stand.
             log.error("GitHub refused %s: %s", name, exc, extra={"task_id": task_id, "outcome": "refused"})
-            audit.record(
-                key=action.key,
-                actor=self._actor,
-                action=_verb(name),
-                subject=_target(action),
-                outcome="refused",
-                error=str(exc)[:500],
-                **facts,
-            )
+            done("refused", error=str(exc)[:500])
             return None
-        link = str((answer or {}).get("html_url") or "") if isinstance(answer, dict) else ""
-        audit.record(
-            key=action.key,
-            actor=self._actor,
-            action=_verb(name),
-            subject=_target(action),
-            outcome="ok",
-            link=link,
-            **facts,
-        )
+        done("ok", link=str(answer.get("html_url") or "") if isinstance(answer, dict) else "")
         return answer if isinstance(answer, dict) else {}
 
 

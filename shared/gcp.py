@@ -56,10 +56,18 @@ class PubSubPublisher:
             raise RetryableError(f"publish to {topic} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def firestore_client(project: str) -> Any:
-    """A Firestore client. On the emulator the library reads FIRESTORE_EMULATOR_HOST itself."""
+def firestore_client(project: str, emulator_host: str = "") -> Any:
+    """A Firestore client, on the emulator when `emulator_host` is given.
+
+    The library takes the emulator's address only from its process environment, so this is the
+    one place that puts it there.
+    """
+    import os
+
     from google.cloud import firestore
 
+    if emulator_host:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator_host
     return firestore.Client(project=project)
 
 

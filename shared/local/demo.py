@@ -10,7 +10,6 @@ never as a success.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -102,13 +101,10 @@ class Timeline:
 class Demo:
     def __init__(self, connection: Connection, out: Callable[[str], None] = print,
                  step_timeout: float = 60.0) -> None:
-        from google.cloud import firestore
-
         from sandbox.github.control import SandboxControl
+        from shared.gcp import firestore_client
 
-        # The Firestore library takes the emulator's address from its own process environment.
-        os.environ["FIRESTORE_EMULATOR_HOST"] = connection.firestore_emulator_host
-        self.firestore = firestore.Client(project=connection.project)
+        self.firestore = firestore_client(connection.project, connection.firestore_emulator_host)
         self.control = SandboxControl(connection.github_sandbox_url)
         self.out = out
         self.timeout = step_timeout
