@@ -76,6 +76,22 @@ OPERATIONS = (
     "dependabot/list-alerts-for-repo",
     "code-scanning/list-alerts-for-repo",
     "repos/get-branch-protection",
+    "git/create-blob",
+    "git/get-blob",
+    "git/create-tree",
+    "git/get-tree",
+    "git/create-commit",
+    "git/get-commit",
+    "git/get-ref",
+    "issues/add-assignees",
+    "pulls/create",
+    "pulls/update",
+    "pulls/request-reviewers",
+    "pulls/list-files",
+    "repos/compare-commits-with-basehead",
+    "pulls/create-review",
+    "pulls/update-review",
+    "checks/list-suites-for-ref",
 )
 OUTPUT = Path(__file__).resolve().parent.parent / "sandbox" / "github" / "openapi-subset.json"
 

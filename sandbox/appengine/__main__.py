@@ -7,11 +7,10 @@ which stop every version server and router.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 
 from sandbox.appengine.server import DEFAULT_APP, DEFAULT_OPERATION_DELAY_SECONDS, AppEngineSandbox
+from sandbox.serving import serve_until_stopped
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,18 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"appengine sandbox: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    print(f"appengine sandbox: {url}", flush=True)
-    print("ready", flush=True)
-    try:
-        while not stop.wait(timeout=1):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sandbox.close()
-    return 0
+    return serve_until_stopped("appengine sandbox", url, sandbox.close)
 
 
 if __name__ == "__main__":

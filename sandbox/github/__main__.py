@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
 
 from sandbox.github.seed import SEEDS
 from sandbox.github.server import GitHubSandbox, generate_app_key
+from sandbox.serving import serve_until_stopped
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,22 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.base_url = f"http://127.0.0.1:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, name="github-sandbox", daemon=True)
     thread.start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    print(f"github sandbox: {sandbox.base_url}", flush=True)
-    try:
-        if args.seed and not sandbox.state()["repos"]:
-            SEEDS[args.seed](sandbox)
-        print("ready", flush=True)
-        while not stop.wait(timeout=1):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
+
+    def close() -> None:
         server.shutdown()
         thread.join(timeout=10)
         sandbox.close()
-    return 0
+
+    def seed() -> None:
+        if args.seed and not sandbox.state()["repos"]:
+            SEEDS[args.seed](sandbox)
+
+    return serve_until_stopped("github sandbox", sandbox.base_url, close, seed)
 
 
 if __name__ == "__main__":

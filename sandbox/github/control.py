@@ -6,6 +6,10 @@
 
 Each action method takes the same arguments as the `GitHubSandbox` method of the same name and
 returns its JSON answer. A refused action raises `SandboxError` with the sandbox's message.
+
+An artifact is given as its zip's bytes or as the files to zip, `{filename: text}`:
+
+    run_id = control.run_workflow("octo/widgets", "ci", "main", artifacts={"junit": {"junit.xml": "<x/>"}})
 """
 
 from __future__ import annotations
@@ -84,8 +88,9 @@ class SandboxControl:
                          base_ref=base_ref, files=files)
 
     def push_commit(self, repo: str, branch: str, files: dict[str, str | None], message: str = "",
-                    author: str = "octocat") -> str:
-        return self._act("push_commit", repo=repo, branch=branch, files=files, message=message, author=author)
+                    author: str = "octocat", start_from: str | None = None) -> str:
+        return self._act("push_commit", repo=repo, branch=branch, files=files, message=message, author=author,
+                         start_from=start_from)
 
     def request_review(self, repo: str, number: int, reviewer: str, actor: str = "octocat") -> list[str]:
         return self._act("request_review", repo=repo, number=number, reviewer=reviewer, actor=actor)
@@ -116,15 +121,21 @@ class SandboxControl:
                          description=description, target_url=target_url, creator=creator)
 
     def run_workflow(self, repo: str, name: str, head_sha: str, branch: str | None = None,
-                     conclusion: str = "success", artifacts: dict[str, bytes] | None = None,
+                     conclusion: str = "success", artifacts: dict[str, bytes | dict[str, str]] | None = None,
                      event: str = "push", actor: str = "octocat") -> int:
-        """A workflow run that goes requested -> in_progress -> completed; returns its id."""
-        encoded = {n: base64.b64encode(data).decode() for n, data in artifacts.items()} if artifacts else None
+        """A workflow run that goes requested -> in_progress -> completed; returns its id.
+        `artifacts` maps a name to its zip's bytes, or to the files the sandbox zips."""
         return int(self._act("run_workflow", repo=repo, name=name, head_sha=head_sha, branch=branch,
-                             conclusion=conclusion, artifacts=encoded, event=event, actor=actor))
+                             conclusion=conclusion, artifacts=_artifacts(artifacts), event=event,
+                             actor=actor))
 
-    def complete_workflow_run(self, repo: str, run_id: int, conclusion: str = "success") -> dict[str, Any]:
-        return self._act("complete_workflow_run", repo=repo, run_id=run_id, conclusion=conclusion)
+    def complete_workflow_run(self, repo: str, run_id: int, conclusion: str = "success",
+                              push: dict[str, Any] | None = None,
+                              artifacts: dict[str, bytes | dict[str, str]] | None = None) -> dict[str, Any]:
+        """A queued run finishes. `push` ({"branch", "files": {path: text or None}, "message"}) is a
+        commit the run pushes first, as github-actions[bot]; `artifacts` as for `run_workflow`."""
+        return self._act("complete_workflow_run", repo=repo, run_id=run_id, conclusion=conclusion, push=push,
+                         artifacts=_artifacts(artifacts))
 
     def script_rerun(self, repo: str, run_id: int, conclusion: str) -> list[str]:
         return self._act("script_rerun", repo=repo, run_id=run_id, conclusion=conclusion)
@@ -170,3 +181,11 @@ class SandboxControl:
 
     def clear_faults(self) -> int:
         return int(self._call("DELETE", "faults")["cleared"])
+
+
+def _artifacts(artifacts: dict[str, bytes | dict[str, str]] | None) -> dict[str, Any] | None:
+    """Artifacts for the JSON body: zip bytes as base64 text, files to zip as they are."""
+    if not artifacts:
+        return None
+    return {name: data if isinstance(data, dict) else base64.b64encode(data).decode()
+            for name, data in artifacts.items()}

@@ -26,15 +26,19 @@ The setup methods (`add_repo`, `set_file`, `add_issue`, `add_pull`, `add_review`
 Known simplifications: the installation holds every repository; branches are refs to snapshots
 of the whole tree (a commit the sandbox did not make shows the default branch); a merge applies
 the pull request's changes onto its base without conflicts; every request counts against a single
-rate-limit window.
+rate-limit window; git objects are git's (blob, tree and API-made commit shas match git's) but
+submodules are not modelled.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import difflib
 import functools
 import hashlib
 import inspect
+import io
 import json
 import math
 import os
@@ -44,6 +48,7 @@ import string
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -66,6 +71,9 @@ TOKEN_LIFETIME = timedelta(hours=1)
 JWT_MAX_LIFETIME = 600  # GitHub refuses an App JWT that expires more than 10 minutes ahead
 CLOCK_LEEWAY = 60
 ZERO_SHA = "0" * 40
+FILE_MODE = "100644"
+TREE_MODE = "040000"
+MAX_PUSH_COMMITS = 20  # a push payload lists at most this many commits, the newest
 MAX_DELIVERIES = 500  # the newest attempts kept (GitHub keeps them for a limited time, too)
 STATE_VERSION = 1
 # The operations whose descriptions document 304: only these carry an ETag.
@@ -74,9 +82,16 @@ CONDITIONAL = frozenset({
     "/repos/{owner}/{repo}/pulls", "/repos/{owner}/{repo}/pulls/{pull_number}",
 })
 APP = "app"  # a route that takes the App's JWT
+# Parameters GitHub's description marks x-multi-segment (a branch name may hold "/") that the
+# description's router (openapi.py) takes as one segment: checked against it with "/" as %2F.
+SLASHED = frozenset({"branch", "basehead", "tree_sha"})
 # Alternatives, any one of which lets an installation token through.
 ISSUES_READ = (("issues", "read"), ("pull_requests", "read"))
 ISSUES_WRITE = (("issues", "write"), ("pull_requests", "write"))
+CONTENTS_READ = (("contents", "read"),)
+CONTENTS_WRITE = (("contents", "write"),)
+PULLS_READ = (("pull_requests", "read"),)
+PULLS_WRITE = (("pull_requests", "write"),)
 ROUTES: tuple[tuple[str, str, str, Any], ...] = (
     ("GET", "/app", "_get_app", APP),
     ("POST", "/app/installations/{installation_id}/access_tokens", "_create_token", APP),
@@ -136,6 +151,36 @@ ROUTES: tuple[tuple[str, str, str, Any], ...] = (
      (("security_events", "read"),)),
     ("GET", "/repos/{owner}/{repo}/branches/{branch}/protection", "_get_branch_protection",
      (("administration", "read"),)),
+    ("PATCH", "/repos/{owner}/{repo}", "_update_repo", (("administration", "write"),)),
+    ("GET", "/repos/{owner}/{repo}/branches", "_list_branches", CONTENTS_READ),
+    ("GET", "/repos/{owner}/{repo}/branches/{branch}", "_get_branch", CONTENTS_READ),
+    ("GET", "/repos/{owner}/{repo}/compare/{basehead}", "_compare", CONTENTS_READ),
+    ("POST", "/repos/{owner}/{repo}/git/blobs", "_create_blob", CONTENTS_WRITE),
+    ("GET", "/repos/{owner}/{repo}/git/blobs/{file_sha}", "_get_blob", CONTENTS_READ),
+    ("POST", "/repos/{owner}/{repo}/git/trees", "_create_tree", CONTENTS_WRITE),
+    ("GET", "/repos/{owner}/{repo}/git/trees/{tree_sha}", "_get_tree", CONTENTS_READ),
+    ("POST", "/repos/{owner}/{repo}/git/commits", "_create_git_commit", CONTENTS_WRITE),
+    ("GET", "/repos/{owner}/{repo}/git/commits/{commit_sha}", "_get_git_commit", CONTENTS_READ),
+    ("GET", "/repos/{owner}/{repo}/git/ref/{ref}", "_get_ref", CONTENTS_READ),
+    ("GET", "/repos/{owner}/{repo}/git/matching-refs/{ref}", "_list_matching_refs", CONTENTS_READ),
+    ("POST", "/repos/{owner}/{repo}/git/refs", "_create_ref", CONTENTS_WRITE),
+    ("PATCH", "/repos/{owner}/{repo}/git/refs/{ref}", "_update_ref", CONTENTS_WRITE),
+    ("DELETE", "/repos/{owner}/{repo}/git/refs/{ref}", "_delete_ref", CONTENTS_WRITE),
+    ("GET", "/repos/{owner}/{repo}/issues", "_list_issues", ISSUES_READ),
+    ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/assignees", "_add_assignees", ISSUES_WRITE),
+    ("GET", "/repos/{owner}/{repo}/labels", "_list_labels", ISSUES_READ),
+    ("POST", "/repos/{owner}/{repo}/labels", "_create_label", ISSUES_WRITE),
+    ("GET", "/repos/{owner}/{repo}/labels/{name}", "_get_label", ISSUES_READ),
+    ("PATCH", "/repos/{owner}/{repo}/labels/{name}", "_update_label", ISSUES_WRITE),
+    ("DELETE", "/repos/{owner}/{repo}/labels/{name}", "_delete_label", ISSUES_WRITE),
+    ("POST", "/repos/{owner}/{repo}/pulls", "_create_pull", PULLS_WRITE),
+    ("PATCH", "/repos/{owner}/{repo}/pulls/{pull_number}", "_update_pull", PULLS_WRITE),
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/files", "_list_pull_files", PULLS_READ),
+    ("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers", "_request_reviewers",
+     PULLS_WRITE),
+    ("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews", "_create_review", PULLS_WRITE),
+    ("PUT", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews/{review_id}", "_update_review", PULLS_WRITE),
+    ("GET", "/repos/{owner}/{repo}/commits/{ref}/check-suites", "_list_check_suites", (("checks", "read"),)),
 )
 # The webhooks the sandbox sends, as `<event>$<action>` (push has no action: `push$event`).
 EMITTED = frozenset({
@@ -174,12 +219,14 @@ HUMAN_ACTIONS = ("install", "open_issue", "add_label", "remove_label", "assign",
 
 
 class Refused(Exception):
-    """An answer GitHub gives to a well-formed request it will not carry out (4xx)."""
+    """An answer GitHub gives to a well-formed request it will not carry out (4xx), with GitHub's
+    `errors` where it gives them (`Validation Failed` carries objects, some 422s carry strings)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.errors = errors
 
 
 @dataclass
@@ -216,9 +263,114 @@ def timestamp(moment: datetime | None = None) -> str:
     return (moment or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def raw(text: str) -> bytes:
+    """A file's bytes: file texts are UTF-8, with any other bytes kept as surrogate escapes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def blob_sha(text: str) -> str:
-    data = text.encode()
+    data = raw(text)
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _git_object(kind: str, body: bytes) -> str:
+    return hashlib.sha1(b"%s %d\0" % (kind.encode(), len(body)) + body, usedforsecurity=False).hexdigest()
+
+
+def tree_index(files: dict[str, str], modes: dict[str, str] | None = None
+               ) -> tuple[dict[str, str], dict[str, list[tuple[str, str, str]]]]:
+    """Every directory of `files` (the root is "") with its git tree sha, as git computes them, and
+    its entries (name, mode, sha) in git's order."""
+    modes = modes or {}
+    children: dict[str, dict[str, tuple[str, str]]] = {"": {}}
+    for path in files:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            children.setdefault("/".join(parts[:depth]), {})
+    for path, text in files.items():
+        directory, _, name = path.rpartition("/")
+        children[directory][name] = (modes.get(path, FILE_MODE), blob_sha(text))
+    shas: dict[str, str] = {}
+    listing: dict[str, list[tuple[str, str, str]]] = {}
+    for directory in sorted(children, key=lambda d: d.count("/") + 1 if d else 0, reverse=True):
+        entries = children[directory]
+        # git orders a tree's entries by name, a subtree's name as if it ended with "/"
+        names = sorted(entries, key=lambda n: n + "/" if entries[n][0] == TREE_MODE else n)
+        listing[directory] = [(n, *entries[n]) for n in names]
+        body = b"".join(f"{entries[n][0].lstrip('0')} {n}".encode() + b"\0" + bytes.fromhex(entries[n][1])
+                        for n in names)
+        shas[directory] = _git_object("tree", body)
+        if directory:
+            parent, _, name = directory.rpartition("/")
+            children[parent][name] = (TREE_MODE, shas[directory])
+    return shas, listing
+
+
+def tree_sha(files: dict[str, str], modes: dict[str, str] | None = None) -> str:
+    return tree_index(files, modes)[0][""]
+
+
+def _text_lines(text: str) -> list[str] | None:
+    """A file's lines, each with its newline; None for a binary file (no patch, as GitHub shows it)."""
+    if "\0" in text or any("\udc80" <= ch <= "\udcff" for ch in text):
+        return None
+    return text.splitlines(keepends=True)
+
+
+FUNCNAME = re.compile(r"^[A-Za-z_$]")  # git's default hunk-header context: a line that starts a word
+
+
+def unified_patch(before: str | None, after: str | None) -> tuple[str | None, int, int]:
+    """GitHub's `patch` of one file (hunks with three lines of context, no ---/+++ header) and its
+    additions and deletions; the patch is None for a binary file."""
+    old = _text_lines(before or "")
+    new = _text_lines(after or "")
+    if old is None or new is None:
+        return None, 0, 0
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    additions = deletions = 0
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("replace", "delete"):
+            deletions += i2 - i1
+        if tag in ("replace", "insert"):
+            additions += j2 - j1
+    lines: list[str] = []
+
+    def emit(prefix: str, line: str) -> None:
+        lines.append(prefix + line.rstrip("\n"))
+        if not line.endswith("\n"):
+            lines.append("\\ No newline at end of file")
+
+    for group in matcher.get_grouped_opcodes(3):
+        i1, i2, j1, j2 = group[0][1], group[-1][2], group[0][3], group[-1][4]
+
+        def span(start: int, stop: int) -> str:
+            length = stop - start
+            first = start + 1 if length else start
+            return str(first) if length == 1 else f"{first},{length}"
+
+        context = next((line.rstrip() for line in reversed(old[:i1]) if FUNCNAME.match(line)), "")
+        header = f"@@ -{span(i1, i2)} +{span(j1, j2)} @@"
+        lines.append(f"{header} {context[:80].rstrip()}" if context else header)
+        for tag, a1, a2, b1, b2 in group:
+            if tag == "equal":
+                for line in old[a1:a2]:
+                    emit(" ", line)
+                continue
+            for line in old[a1:a2]:
+                emit("-", line)
+            for line in new[b1:b2]:
+                emit("+", line)
+    return "\n".join(lines), additions, deletions
+
+
+def zip_files(files: dict[str, str | bytes]) -> bytes:
+    """A zip archive of `files` (a name to its text or bytes), as actions/upload-artifact makes one."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in sorted(files.items()):
+            archive.writestr(name, data if isinstance(data, bytes) else data.encode())
+    return buffer.getvalue()
 
 
 def node_id(kind: str, id_: int) -> str:
@@ -230,7 +382,8 @@ def _compile(template: str) -> re.Pattern[str]:
     for literal, name in re.findall(r"([^{]*)(?:\{([^}]+)\})?", template):
         pattern += re.escape(literal)
         if name:
-            pattern += f"(?P<{name}>{'.*' if name == 'path' else '.+' if name == 'ref' else '[^/]+'})"
+            segments = ".*" if name == "path" else ".+" if name == "ref" or name in SLASHED else "[^/]+"
+            pattern += f"(?P<{name}>{segments})"
     return re.compile(f"^{pattern}$")
 
 
@@ -321,6 +474,9 @@ class GitHubSandbox:
         self._teams: dict[tuple[str, str], dict[str, Any]] = {}
         self._users: dict[str, int] = {}
         self._labels: dict[tuple[str, str], int] = {}
+        self._label_info: dict[tuple[str, str], dict[str, Any]] = {}  # color and description, when set
+        self.ref_writes: list[dict[str, Any]] = []  # every ref the App created, moved or deleted
+        self.force_pushes: list[dict[str, Any]] = []  # the writes among them that were not fast forwards
         self._suites: dict[int, dict[str, Any]] = {}
         self._tokens: dict[str, Token] = {}
         self._faults: list[dict[str, Any]] = []
@@ -583,16 +739,7 @@ class GitHubSandbox:
         review = self._new_review(pull, reviewer, state, None, "User", body)
         if reviewer in pull["requested_reviewers"]:
             pull["requested_reviewers"].remove(reviewer)
-        example = self._example("pull_request_review", "submitted", repo)
-        rest = self._review_object(pull, review)
-        wh_review = adapt(rest, example["review"])
-        wh_review["state"] = review["state"].lower()  # webhooks spell review states in lower case
-        self._announce("pull_request_review", {
-            "action": "submitted", "review": wh_review,
-            "pull_request": self._wh_pull(pull, example["pull_request"]),
-            "repository": self._wh_repository(repo, example["repository"]),
-            "sender": self._wh_user(reviewer)}, repo)
-        return rest
+        return self._announce_review(pull, review, self._wh_user(reviewer))
 
     @_changes
     def merge(self, repo: str, number: int, actor: str = "octocat") -> str:
@@ -707,12 +854,20 @@ class GitHubSandbox:
             return dict(self._tree(record, sha))
 
     def state(self) -> dict[str, Any]:
-        """A summary: the repositories, their issues, pulls, comments, reactions, check runs, commit
-        statuses, workflow runs, deployments, alerts and branch protection as the sandbox records them,
-        counts of each and of the deliveries, and every spec violation."""
+        """A summary: the repositories, their issues, pulls (with `user`, the author), reviews,
+        comments, reactions, check runs, commit statuses, workflow runs, deployments, alerts and
+        branch protection as the sandbox records them, the refs the App wrote (`ref_writes`) and
+        those writes that were force pushes (`force_pushes`), counts of each and of the deliveries,
+        and every spec violation."""
         with self._lock:
             issues = [i for i in self._issues.values() if not i["pull_request"]]
-            pulls = [i for i in self._issues.values() if i["pull_request"]]
+            pulls = [{**i, "user": i["author"], "requested_teams": i.get("requested_teams", []),
+                      "maintainer_can_modify": i.get("maintainer_can_modify", False)}
+                     for i in self._issues.values() if i["pull_request"]]
+            reviews = [{"id": r["id"], "repo": r["repo"], "number": r["number"], "user": r["login"],
+                        "state": r["state"], "body": r["body"], "commit_id": r["commit_id"],
+                        "submitted_at": r["submitted_at"]}
+                       for key in sorted(self._reviews) for r in self._reviews[key]]
             failed = {d["guid"] for d in self.deliveries if not 200 <= d["status_code"] < 300}
             delivered = {d["guid"] for d in self.deliveries if 200 <= d["status_code"] < 300}
             # A workflow run's jobs are check runs too; they are listed with their runs.
@@ -721,13 +876,16 @@ class GitHubSandbox:
                 "app_id": self.app_id, "app_slug": self.app_slug, "installation_id": self.installation_id,
                 "owner": self.owner, "webhook_url": self.webhook_url,
                 "repos": {name: self._repo_summary(repo) for name, repo in sorted(self._repos.items())},
-                "issues": issues, "pulls": pulls, "comments": self.comments, "reactions": self.reactions,
+                "issues": issues, "pulls": pulls, "reviews": reviews, "comments": self.comments,
+                "reactions": self.reactions, "ref_writes": self.ref_writes, "force_pushes": self.force_pushes,
                 "check_runs": checks, "statuses": self.statuses,
                 "workflow_runs": list(self.workflow_runs.values()),
                 "dispatches": self.dispatches, "deployments": list(self.deployments.values()),
                 "dependabot_alerts": self._dependabot_alerts,
                 "code_scanning_alerts": self._code_scanning_alerts, "protection": self._protection,
                 "counts": {"repos": len(self._repos), "issues": len(issues), "pulls": len(pulls),
+                           "reviews": len(reviews), "ref_writes": len(self.ref_writes),
+                           "force_pushes": len(self.force_pushes),
                            "comments": len(self.comments), "reactions": len(self.reactions),
                            "check_runs": len(checks), "statuses": len(self.statuses),
                            "workflow_runs": len(self.workflow_runs), "deployments": len(self.deployments),
@@ -828,8 +986,9 @@ class GitHubSandbox:
         if not headers.get("user-agent"):
             return self._violation(method, path, f"{where}: GitHub refuses requests without a User-Agent")
         try:
-            openapi.validate_request(method, path, body)
-            self._check_query(method, path, query)
+            described = self._described_path(method, path)
+            openapi.validate_request(method, described, body)
+            self._check_query(method, described, query)
         except AssertionError as exc:
             return self._violation(method, path, str(exc))
         found = self._route(method, path)
@@ -844,12 +1003,15 @@ class GitHubSandbox:
             self._authenticate(call, needs)
             reply = handler(call)
         except Refused as refused:
-            reply = Reply(refused.status, {"message": refused.message, "documentation_url": DOCS})
+            answer: dict[str, Any] = {"message": refused.message, "documentation_url": DOCS}
+            if refused.errors is not None:
+                answer = {"message": refused.message, "errors": refused.errors, "documentation_url": DOCS}
+            reply = Reply(refused.status, answer)
         except Exception as exc:  # noqa: BLE001 - a defect of the sandbox itself: named, answered 500
             return self._violation(method, path, f"{where}: the sandbox failed: {type(exc).__name__}: {exc}")
         if 200 <= reply.status < 400:
             try:
-                openapi.validate_response(method, path, reply.status, reply.body)
+                openapi.validate_response(method, described, reply.status, reply.body)
             except AssertionError as exc:
                 return self._violation(method, path, str(exc))
         if method == "GET" and template in CONDITIONAL and reply.status == 200:
@@ -880,6 +1042,17 @@ class GitHubSandbox:
         self.errors.append(message)
         return self._finish(Call(method, path, {}, {}, None, {}),
                             Reply(500, {"message": f"GitHub sandbox: {message}", "documentation_url": DOCS}))
+
+    def _described_path(self, method: str, path: str) -> str:
+        """The path as GitHub's description routes it: a "/" inside a branch name is %2F there."""
+        for route_method, pattern, _, _, _ in self._routes:
+            match = pattern.match(path) if route_method == method else None
+            if match:
+                for name in sorted(set(match.groupdict()) & SLASHED, key=match.start, reverse=True):
+                    start, end = match.span(name)
+                    path = path[:start] + path[start:end].replace("/", "%2F") + path[end:]
+                return path
+        return path
 
     def _route(self, method: str, path: str) -> tuple[str, Callable[[Call], Reply], Any,
                                                      dict[str, str]] | None:
@@ -1106,6 +1279,23 @@ class GitHubSandbox:
             template.pop(fork_only, None)
         return Reply(200, self._repository_object(full_name, template))
 
+    def _update_repo(self, call: Call) -> Reply:
+        """Repository settings: the default branch and the simple settings the answer carries."""
+        record = self._repo_from(call)
+        body = call.body or {}
+        if body.get("name") not in (None, record["full_name"].split("/")[1]):
+            raise Refused(422, "GitHub sandbox: renaming a repository is not modelled")
+        if "default_branch" in body:
+            if body["default_branch"] not in record["branches"]:
+                raise Refused(422, "Validation Failed",
+                              [{"resource": "Repository", "code": "invalid", "field": "default_branch"}])
+            record["default_branch"] = body["default_branch"]
+        settings = record.setdefault("settings", {})
+        for key, value in body.items():
+            if key not in ("name", "default_branch") and isinstance(value, str | bool | None):
+                settings[key] = value
+        return self._get_repo(call)
+
     def _get_content(self, call: Call) -> Reply:
         full_name = f"{call.params['owner']}/{call.params['repo']}"
         repo = self._repo(full_name)
@@ -1126,27 +1316,29 @@ class GitHubSandbox:
                 children[child] = None if rest else text
         if not children:
             raise Refused(404, "Not Found")
-        return Reply(200, [self._content_entry(full_name, ref, prefix + child, text)
+        trees, _ = tree_index(files, self._modes(repo, sha))
+        return Reply(200, [self._content_entry(full_name, ref, prefix + child, text,
+                                               tree=trees.get(prefix + child))
                            for child, text in sorted(children.items())])
 
     def _content_entry(self, full_name: str, ref: str, path: str, text: str | None,
-                       with_content: bool = False) -> dict[str, Any]:
+                       with_content: bool = False, tree: str | None = None) -> dict[str, Any]:
         base = self._base()
         is_file = text is not None
-        sha = blob_sha(text) if is_file else blob_sha(f"tree:{full_name}:{path}")
+        sha = blob_sha(text) if is_file else tree or ZERO_SHA
         kind = "blobs" if is_file else "trees"
         url = f"{base}/repos/{full_name}/contents/{quote(path)}?ref={quote(ref)}"
         git_url = f"{base}/repos/{full_name}/git/{kind}/{sha}"
         html_url = f"{base}/{full_name}/{'blob' if is_file else 'tree'}/{quote(ref)}/{quote(path)}"
         entry: dict[str, Any] = {
             "type": "file" if is_file else "dir", "name": path.rsplit("/", 1)[-1], "path": path,
-            "sha": sha, "size": len(text.encode()) if is_file else 0, "url": url, "git_url": git_url,
+            "sha": sha, "size": len(raw(text)) if is_file else 0, "url": url, "git_url": git_url,
             "html_url": html_url, "download_url": f"{base}/raw/{full_name}/{quote(ref)}/{quote(path)}"
             if is_file else None,
             "_links": {"self": url, "git": git_url, "html": html_url},
         }
         if with_content and text is not None:
-            entry.update(content=base64.encodebytes(text.encode()).decode(), encoding="base64")
+            entry.update(content=base64.encodebytes(raw(text)).decode(), encoding="base64")
         return entry
 
     def _get_permission(self, call: Call) -> Reply:
@@ -1159,6 +1351,567 @@ class GitHubSandbox:
         user.update(role_name=role, permissions={"pull": rank >= 1, "triage": rank >= 2, "push": rank >= 3,
                                                  "maintain": rank >= 4, "admin": rank >= 5})
         return Reply(200, {"permission": permission, "role_name": role, "user": user})
+
+    # ---- git data: blobs, trees, commits and refs --------------------------------------------
+
+    def _repo_from(self, call: Call) -> dict[str, Any]:
+        return self._repo(f"{call.params['owner']}/{call.params['repo']}")
+
+    def _known_trees(self, repo: dict[str, Any]) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+        """Every whole tree the repository holds: made with create-tree, or a commit's."""
+        found: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
+        for sha, tree in repo.get("trees", {}).items():
+            found.setdefault(sha, (sha, tree["files"], tree.get("modes", {})))
+        for commit in repo["commits"].values():
+            if commit["files"] is not None:
+                tree_id = commit["tree_id"]
+                found.setdefault(tree_id, (tree_id, commit["files"], commit.get("modes", {})))
+        return list(found.values())
+
+    def _find_tree(self, repo: dict[str, Any], sha: str) -> tuple[dict[str, str], dict[str, str]] | None:
+        """The files and modes of tree `sha`, a whole tree or one of its directories."""
+        trees = self._known_trees(repo)
+        for root, files, modes in trees:
+            if root == sha:
+                return files, modes
+        for _, files, modes in trees:
+            shas, _ = tree_index(files, modes)
+            directory = next((d for d, s in shas.items() if s == sha and d), None)
+            if directory is not None:
+                prefix = f"{directory}/"
+                return ({p[len(prefix):]: t for p, t in files.items() if p.startswith(prefix)},
+                        {p[len(prefix):]: m for p, m in modes.items() if p.startswith(prefix)})
+        return None
+
+    def _find_blob(self, repo: dict[str, Any], sha: str) -> str | None:
+        blobs = repo.get("blobs", {})
+        if sha in blobs:
+            return blobs[sha]
+        for _, files, _ in self._known_trees(repo):
+            for text in files.values():
+                if blob_sha(text) == sha:
+                    return text
+        return None
+
+    def _create_blob(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        encoding = call.body.get("encoding", "utf-8")
+        if encoding not in ("utf-8", "utf8", "base64"):
+            raise Refused(422, "Validation Failed",
+                          [{"resource": "Blob", "field": "encoding", "code": "invalid"}])
+        if encoding == "base64":
+            try:
+                data = base64.b64decode(call.body["content"], validate=False)
+            except (binascii.Error, ValueError):
+                raise Refused(422, "Validation Failed",
+                              [{"resource": "Blob", "field": "content", "code": "invalid"}]) from None
+            text = data.decode("utf-8", "surrogateescape")
+        else:
+            text = call.body["content"]
+        sha = blob_sha(text)
+        repo.setdefault("blobs", {})[sha] = text
+        return Reply(201, {"sha": sha, "url": f"{self._base()}/repos/{repo['full_name']}/git/blobs/{sha}"})
+
+    def _get_blob(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        sha = call.params["file_sha"]
+        text = self._find_blob(repo, sha)
+        if text is None:
+            raise Refused(404, "Not Found")
+        data = raw(text)
+        return Reply(200, {"sha": sha, "node_id": node_id("Blob", int(sha[:12], 16)), "size": len(data),
+                           "url": f"{self._base()}/repos/{repo['full_name']}/git/blobs/{sha}",
+                           "content": base64.encodebytes(data).decode(), "encoding": "base64"})
+
+    def _tree_answer(self, repo: dict[str, Any], files: dict[str, str], modes: dict[str, str],
+                     recursive: bool) -> dict[str, Any]:
+        shas, listing = tree_index(files, modes)
+        api = f"{self._base()}/repos/{repo['full_name']}/git"
+        entries: list[dict[str, Any]] = []
+
+        def walk(directory: str) -> None:
+            for name, mode, sha in listing[directory]:
+                path = f"{directory}/{name}" if directory else name
+                if mode == TREE_MODE:
+                    entries.append({"path": path, "mode": mode, "type": "tree", "sha": sha,
+                                    "url": f"{api}/trees/{sha}"})
+                    if recursive:
+                        walk(path)
+                else:
+                    entries.append({"path": path, "mode": mode, "type": "blob", "sha": sha,
+                                    "size": len(raw(files[path])), "url": f"{api}/blobs/{sha}"})
+
+        walk("")
+        return {"sha": shas[""], "url": f"{api}/trees/{shas['']}", "tree": entries, "truncated": False}
+
+    def _create_tree(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        files: dict[str, str] = {}
+        modes: dict[str, str] = {}
+        if call.body.get("base_tree"):
+            base = self._find_tree(repo, call.body["base_tree"])
+            if base is None:
+                raise Refused(422, "Invalid tree info")
+            files, modes = dict(base[0]), dict(base[1])
+        for entry in call.body["tree"]:
+            self._apply_tree_entry(repo, files, modes, entry)
+        modes = {path: mode for path, mode in modes.items() if path in files and mode != FILE_MODE}
+        sha = tree_sha(files, modes)
+        repo.setdefault("trees", {})[sha] = {"files": files, "modes": modes}
+        return Reply(201, self._tree_answer(repo, files, modes, recursive=False))
+
+    def _apply_tree_entry(self, repo: dict[str, Any], files: dict[str, str], modes: dict[str, str],
+                          entry: dict[str, Any]) -> None:
+        path = entry.get("path") or ""
+        if not path or path.startswith("/") or path.endswith("/") or any(
+                part in ("", ".", "..", ".git") for part in path.split("/")):
+            raise Refused(422, f"tree.path contains a malformed path component: {path!r}")
+        has_sha, has_content = "sha" in entry, "content" in entry
+        if has_sha == has_content:
+            raise Refused(422, "Must supply either tree.sha or tree.content. Request will be rejected if "
+                               "both are present.")
+        kind = entry.get("type", "tree" if entry.get("mode") == TREE_MODE else "blob")
+        mode = entry.get("mode", TREE_MODE if kind == "tree" else FILE_MODE)
+        if kind == "commit" or mode == "160000":
+            raise Refused(422, "GitHub sandbox: submodules (type commit, mode 160000) are not modelled")
+        if (kind == "tree") != (mode == TREE_MODE):
+            raise Refused(422, f"tree.mode {mode} does not match tree.type {kind}")
+        prefix = f"{path}/"
+        beneath = [p for p in files if p.startswith(prefix)]
+        if has_sha and entry["sha"] is None:  # a deletion: of a file, or of a whole directory
+            if path in files:
+                files.pop(path)
+            elif beneath:
+                for p in beneath:
+                    files.pop(p)
+            else:
+                raise Refused(422, "GitRPC::BadObjectState")
+            return
+        if kind == "tree":
+            subtree = self._find_tree(repo, entry["sha"])
+            if subtree is None:
+                raise Refused(422, f"tree.sha {entry['sha']} is not a valid tree")
+            new_files = {prefix + p: t for p, t in subtree[0].items()}
+            new_modes = {prefix + p: m for p, m in subtree[1].items()}
+        else:
+            text = entry["content"] if has_content else self._find_blob(repo, entry["sha"])
+            if text is None:
+                raise Refused(422, f"tree.sha {entry['sha']} is not a valid blob")
+            new_files, new_modes = {path: text}, {path: mode}
+        for p in beneath:  # what was there gives way, as in git: a directory to a file ...
+            files.pop(p)
+        parts = path.split("/")
+        for depth in range(1, len(parts)):  # ... and a file to a directory
+            files.pop("/".join(parts[:depth]), None)
+        files.pop(path, None)
+        files.update(new_files)
+        modes.update(new_modes)
+
+    def _get_tree(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        wanted = call.params["tree_sha"]
+        found = self._find_tree(repo, wanted)
+        if found is None:
+            commit = self._resolve(repo, wanted)  # a commit or a ref names its tree too
+            if commit is not None:
+                found = self._tree(repo, commit), self._modes(repo, commit)
+        if found is None:
+            raise Refused(404, "Not Found")
+        # GitHub: any value of `recursive` (0 and "false" too) lists the whole tree
+        return Reply(200, self._tree_answer(repo, found[0], found[1], "recursive" in call.query))
+
+    def _person(self, commit: dict[str, Any], role: str) -> dict[str, str]:
+        """The author or committer of a commit, as git records them."""
+        name = commit.get(role) or commit["author"] or self.owner
+        email = commit.get(f"{role}_email") or commit.get("author_email") or self._email(name)
+        date = commit.get(f"{role}_date") or commit["timestamp"]
+        return {"name": name, "email": email, "date": date}
+
+    def _create_git_commit(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        body = call.body
+        tree = self._find_tree(repo, body["tree"])
+        if tree is None:
+            raise Refused(422, "Tree SHA does not exist")
+        parents = list(body.get("parents") or [])
+        for parent in parents:
+            if parent not in repo["commits"]:
+                raise Refused(422, "Parent SHA does not exist or is not a commit object")
+        bot = self._bot_login()
+        author = dict(body.get("author") or {"name": bot, "email": self._email(bot)})
+        author["date"] = self._git_date(author.get("date"))
+        committer = dict(body.get("committer") or author)
+        committer.setdefault("name", author["name"])
+        committer.setdefault("email", author["email"])
+        committer["date"] = self._git_date(committer.get("date") or author["date"])
+        message = body["message"]
+        text = "".join([f"tree {tree_sha(*tree)}\n", *(f"parent {p}\n" for p in parents),
+                        self._signature_line("author", author), self._signature_line("committer", committer),
+                        "\n", message])
+        sha = _git_object("commit", raw(text))
+        self._new_commit(repo, None, dict(tree[0]), message, author["name"], parents=parents,
+                         modes=dict(tree[1]), sha=sha, author_email=author["email"],
+                         author_date=author["date"], committer=committer["name"],
+                         committer_email=committer["email"], committer_date=committer["date"])
+        return Reply(201, self._git_commit_object(repo, sha))
+
+    @staticmethod
+    def _git_date(value: str | None) -> str:
+        """A date as GitHub answers it (UTC, seconds), from ISO 8601 with any offset."""
+        if not value:
+            return timestamp()
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise Refused(422, f"Invalid request.\n\n{value!r} is not a valid date-time.") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return timestamp(moment.astimezone(timezone.utc))
+
+    @staticmethod
+    def _signature_line(role: str, person: dict[str, str]) -> str:
+        moment = datetime.strptime(person["date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return f"{role} {person['name']} <{person['email']}> {int(moment.timestamp())} +0000\n"
+
+    def _git_commit_object(self, repo: dict[str, Any], sha: str) -> dict[str, Any]:
+        commit = repo["commits"][sha]
+        base = self._base()
+        full_name = repo["full_name"]
+        api = f"{base}/repos/{full_name}/git/commits"
+        tree_id = commit.get("tree_id") or tree_sha(self._tree(repo, sha), self._modes(repo, sha))
+        return {
+            "sha": sha, "node_id": node_id("Commit", int(sha[:12], 16)), "url": f"{api}/{sha}",
+            "html_url": f"{base}/{full_name}/commit/{sha}", "author": self._person(commit, "author"),
+            "committer": self._person(commit, "committer"), "message": commit["message"],
+            "tree": {"sha": tree_id, "url": f"{base}/repos/{full_name}/git/trees/{tree_id}"},
+            "parents": [{"sha": p, "url": f"{api}/{p}", "html_url": f"{base}/{full_name}/commit/{p}"}
+                        for p in commit["parents"]],
+            "verification": {"verified": False, "reason": "unsigned", "signature": None, "payload": None,
+                             "verified_at": None},
+        }
+
+    def _get_git_commit(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        sha = call.params["commit_sha"]
+        if sha not in repo["commits"]:
+            raise Refused(404, "Not Found")
+        return Reply(200, self._git_commit_object(repo, sha))
+
+    # refs: `refs/heads/<branch>` are the repository's branches, `refs/tags/<tag>` its tags
+
+    @staticmethod
+    def _refs(repo: dict[str, Any]) -> dict[str, str]:
+        refs = {f"refs/heads/{name}": sha for name, sha in repo["branches"].items()}
+        refs.update({f"refs/tags/{name}": sha for name, sha in repo.get("tags", {}).items()})
+        return dict(sorted(refs.items()))
+
+    def _ref_object(self, repo: dict[str, Any], name: str, sha: str) -> dict[str, Any]:
+        api = f"{self._base()}/repos/{repo['full_name']}/git"
+        return {"ref": name, "node_id": base64.b64encode(f"03:Ref{repo['id']}:{name}".encode()).decode(),
+                "url": f"{api}/{quote(name)}",
+                "object": {"type": "commit", "sha": sha, "url": f"{api}/commits/{sha}"}}
+
+    def _get_ref(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        name = f"refs/{call.params['ref']}"
+        sha = self._refs(repo).get(name)
+        if sha is None:
+            raise Refused(404, "Not Found")
+        return Reply(200, self._ref_object(repo, name, sha))
+
+    def _list_matching_refs(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        prefix = f"refs/{call.params['ref']}"
+        return Reply(200, [self._ref_object(repo, name, sha) for name, sha in self._refs(repo).items()
+                           if name.startswith(prefix)])
+
+    @staticmethod
+    def _check_ref_name(name: str) -> None:
+        if not name.startswith("refs/") or name.count("/") < 2:
+            raise Refused(422, "Reference name must contain at least three slash-separated components.")
+        kind = name.split("/")[1]
+        rest = name.split("/", 2)[2]
+        invalid = re.search(r"[\x00-\x20~^:?*\[\\\x7f]|\.\.|//|@\{|\.lock(/|$)", rest)
+        if (kind not in ("heads", "tags") or invalid or rest.startswith(("/", ".", "-"))
+                or rest.endswith(("/", ".")) or "/." in rest):
+            raise Refused(422, f"{name} is not a valid ref name.")
+
+    def _create_ref(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        name, sha = call.body["ref"], call.body["sha"]
+        self._check_ref_name(name)
+        if name in self._refs(repo):
+            raise Refused(422, "Reference already exists")
+        if sha not in repo["commits"]:
+            raise Refused(422, "Object does not exist")
+        self._write_ref(repo, name, sha, self._bot_login())
+        return Reply(201, self._ref_object(repo, name, sha))
+
+    def _update_ref(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        name = f"refs/{call.params['ref']}"
+        before = self._refs(repo).get(name)
+        if before is None:
+            raise Refused(422, "Reference does not exist")
+        sha = call.body["sha"]
+        if sha not in repo["commits"]:
+            raise Refused(422, "Object does not exist")
+        fast_forward = before in self._ancestors(repo, sha)
+        if not fast_forward and not call.body.get("force", False):
+            raise Refused(422, "Update is not a fast forward")
+        self._check_protection(repo, name, sha, fast_forward)
+        if sha != before:
+            self._write_ref(repo, name, sha, self._bot_login(), forced=not fast_forward)
+        return Reply(200, self._ref_object(repo, name, sha))
+
+    def _delete_ref(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        name = f"refs/{call.params['ref']}"
+        if name not in self._refs(repo):
+            raise Refused(422, "Reference does not exist")
+        if name == f"refs/heads/{repo['default_branch']}":
+            raise Refused(422, "Cannot delete the default branch")
+        self._check_protection(repo, name, None, True)
+        self._write_ref(repo, name, None, self._bot_login())
+        return Reply(204)
+
+    def _check_protection(self, repo: dict[str, Any], name: str, sha: str | None, fast_forward: bool) -> None:
+        """Branch protection refuses a deletion, a force push and a head without the required checks."""
+        if not name.startswith("refs/heads/"):
+            return
+        required = self._protection.get(repo["full_name"], {}).get(name.removeprefix("refs/heads/"))
+        if required is None:
+            return
+        if sha is None:
+            raise Refused(422, "Cannot delete this protected branch")
+        if not fast_forward:
+            raise Refused(422, "Cannot force-push to this protected branch")
+        for context in required:
+            if not self._check_passed(repo["full_name"], sha, context):
+                raise Refused(422, f'Required status check "{context}" is expected.')
+
+    def _check_passed(self, full_name: str, sha: str, context: str) -> bool:
+        statuses = [s for s in self.statuses
+                    if (s["repo"], s["sha"], s["context"]) == (full_name, sha, context)]
+        if statuses and max(statuses, key=lambda s: s["id"])["state"] == "success":
+            return True
+        return any(r["repo"] == full_name and r["head_sha"] == sha and r["name"] == context
+                   and r["status"] == "completed" and r["conclusion"] in ("success", "neutral", "skipped")
+                   for r in self.check_runs.values())
+
+    def _write_ref(self, repo: dict[str, Any], name: str, sha: str | None, by: str,
+                   forced: bool = False) -> None:
+        """Create, move (sha) or delete (None) a ref, announced as GitHub does: `push`, then
+        `pull_request.synchronize` for each open pull request from a moved branch, or
+        `pull_request.closed` for each one whose branch was deleted."""
+        kind, _, short = name.removeprefix("refs/").partition("/")
+        store = repo["branches"] if kind == "heads" else repo.setdefault("tags", {})
+        before = store.get(short, ZERO_SHA)
+        if sha is None:
+            store.pop(short)
+        else:
+            store[short] = sha
+        after = sha or ZERO_SHA
+        action = "created" if before == ZERO_SHA else "deleted" if sha is None else "updated"
+        write = {"repo": repo["full_name"], "ref": name, "action": action, "before": before, "after": after,
+                 "forced": forced, "by": by, "at": timestamp()}
+        self.ref_writes.append(write)
+        if forced:
+            self.force_pushes.append(dict(write))
+        self._announce_push(repo, short, before, after, self._pushed_commits(repo, name, before, after), by,
+                            ref=name, forced=forced)
+        if kind != "heads":
+            return
+        sender = self._wh_user(by)
+        for pull in self._open_pulls(repo["full_name"]):
+            if pull["head_ref"] != short:
+                continue
+            if sha is None:
+                self._close(pull)
+                self._announce_pull("closed", pull, sender)
+            elif pull["head_sha"] != sha:
+                previous = pull["head_sha"]
+                pull.update(head_sha=sha, updated_at=timestamp())
+                self._announce_pull("synchronize", pull, sender, before=previous, after=sha)
+
+    def _pushed_commits(self, repo: dict[str, Any], name: str, before: str, after: str) -> list[str]:
+        """The commits a push brings, oldest first: those `before` (or, for a new ref, any other
+        branch) did not have."""
+        if after == ZERO_SHA:
+            return []
+        known: set[str] = set()
+        if before != ZERO_SHA:
+            known.update(self._ancestors(repo, before))
+        else:
+            for other, head in self._refs(repo).items():
+                if other != name and other.startswith("refs/heads/"):
+                    known.update(self._ancestors(repo, head))
+        new = [sha for sha in self._ancestors(repo, after) if sha not in known]
+        return list(reversed(new))[-MAX_PUSH_COMMITS:]
+
+    # branches
+
+    def _branch_protected(self, full_name: str, branch: str) -> bool:
+        return branch in self._protection.get(full_name, {})
+
+    def _list_branches(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        full_name = repo["full_name"]
+        found = sorted(repo["branches"].items())
+        if "protected" in call.query:
+            wanted = call.query["protected"] == "true"
+            found = [(n, s) for n, s in found if self._branch_protected(full_name, n) == wanted]
+        api = f"{self._base()}/repos/{full_name}"
+        items = []
+        for name, sha in found:
+            checks = self._protection.get(full_name, {}).get(name)
+            item = {"name": name, "commit": {"sha": sha, "url": f"{api}/commits/{sha}"},
+                    "protected": checks is not None,
+                    "protection_url": f"{api}/branches/{quote(name, safe='')}/protection"}
+            item["protection"] = self._branch_protection_summary(checks)
+            items.append(item)
+        return self._page(call, items)
+
+    @staticmethod
+    def _branch_protection_summary(checks: list[str] | None) -> dict[str, Any]:
+        if checks is None:
+            return {"enabled": False, "required_status_checks": {"enforcement_level": "off", "contexts": [],
+                                                                   "checks": []}}
+        return {"enabled": True, "required_status_checks": {
+            "enforcement_level": "non_admins", "contexts": list(checks),
+            "checks": [{"context": name, "app_id": None} for name in checks]}}
+
+    def _get_branch(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        name = call.params["branch"]
+        sha = repo["branches"].get(name)
+        if sha is None:
+            raise Refused(404, "Branch not found")
+        template = _raw_example("GET", "/repos/{owner}/{repo}/branches/{branch}", 200)
+        full_name = repo["full_name"]
+        api = f"{self._base()}/repos/{full_name}/branches/{quote(name, safe='')}"
+        checks = self._protection.get(full_name, {}).get(name)
+        answer = self._rebase(template)
+        answer.update(name=name, commit=self._commit_object(repo, sha, template["commit"]),
+                      protected=checks is not None, protection=self._branch_protection_summary(checks),
+                      protection_url=f"{api}/protection",
+                      _links={"self": api, "html": f"{self._base()}/{full_name}/tree/{quote(name)}"})
+        return Reply(200, answer)
+
+    def _commit_object(self, repo: dict[str, Any], sha: str, template: dict[str, Any]) -> dict[str, Any]:
+        """A commit as the commits API answers it (with its git commit inside), on `template`."""
+        answer = self._rebase(json.loads(json.dumps(template)))
+        base = self._base()
+        full_name = repo["full_name"]
+        commit = repo["commits"].get(sha) or self._foreign_commit()
+        git = self._git_commit_object(repo, sha) if sha in repo["commits"] else None
+        api = f"{base}/repos/{full_name}/commits/{sha}"
+        login = commit["author"] or None
+        # GitHub links a commit to the account its email belongs to: the sandbox's noreply address
+        user = (self._user(login, self._kind(login)) if login and commit.get("author_email")
+                in (None, self._email(login)) else None)
+        inner = answer["commit"]
+        person = git["author"] if git else {"name": self.owner, "email": self._email(self.owner),
+                                            "date": commit["timestamp"]}
+        inner.update(author=person, committer=git["committer"] if git else dict(person),
+                     message=commit["message"], comment_count=0,
+                     tree=git["tree"] if git else {"sha": sha,
+                                                   "url": f"{base}/repos/{full_name}/git/trees/{sha}"},
+                     url=f"{base}/repos/{full_name}/git/commits/{sha}",
+                     verification={"verified": False, "reason": "unsigned", "signature": None,
+                                   "payload": None, "verified_at": None})
+        answer.update(sha=sha, node_id=node_id("Commit", int(sha[:12], 16)), url=api,
+                      html_url=f"{base}/{full_name}/commit/{sha}", comments_url=f"{api}/comments",
+                      author=user, committer=user, commit=inner,
+                      parents=[{"sha": p, "url": f"{base}/repos/{full_name}/commits/{p}",
+                                "html_url": f"{base}/{full_name}/commit/{p}"} for p in commit["parents"]])
+        for extra in ("stats", "files"):
+            answer.pop(extra, None)
+        return answer
+
+    # comparing commits, and the files a pull request changes
+
+    def _file_changes(self, repo: dict[str, Any], base_sha: str | None,
+                      head_sha: str) -> list[dict[str, Any]]:
+        """What changed from `base_sha`'s tree to `head_sha`'s, file by file, as GitHub lists it."""
+        before = self._tree(repo, base_sha) if base_sha else {}
+        after = self._tree(repo, head_sha)
+        added = sorted(set(after) - set(before))
+        removed = sorted(set(before) - set(after))
+        renamed: dict[str, str] = {}  # new path -> old path, for a file moved unchanged
+        for path in added:
+            old = next((p for p in removed if before[p] == after[path] and p not in renamed.values()), None)
+            if old is not None:
+                renamed[path] = old
+        changes = []
+        full_name = repo["full_name"]
+        base = self._base()
+        for path in sorted(set(added) | set(removed) | {p for p in set(before) & set(after)
+                                                           if before[p] != after[p]}):
+            if path in renamed.values():
+                continue
+            old_path = renamed.get(path, path)
+            old_text, new_text = before.get(old_path), after.get(path)
+            status = ("renamed" if path in renamed else "added" if old_text is None
+                      else "removed" if new_text is None else "modified")
+            patch, additions, deletions = unified_patch(old_text, new_text)
+            ref = head_sha if new_text is not None else (base_sha or head_sha)
+            text = new_text if new_text is not None else old_text
+            change: dict[str, Any] = {
+                "sha": blob_sha(text or ""), "filename": path, "status": status, "additions": additions,
+                "deletions": deletions, "changes": additions + deletions,
+                "blob_url": f"{base}/{full_name}/blob/{ref}/{quote(path)}",
+                "raw_url": f"{base}/{full_name}/raw/{ref}/{quote(path)}",
+                "contents_url": f"{base}/repos/{full_name}/contents/{quote(path)}?ref={ref}",
+            }
+            if patch:
+                change["patch"] = patch
+            if status == "renamed":
+                change["previous_filename"] = old_path
+            changes.append(change)
+        return changes
+
+    def _compare(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        basehead = call.params["basehead"]
+        separator = "..." if "..." in basehead else ".." if ".." in basehead else None
+        if separator is None:
+            raise Refused(404, "Not Found")
+        base_ref, head_ref = basehead.split(separator, 1)
+        owner = repo["full_name"].split("/")[0]
+        base_sha = self._resolve(repo, base_ref.removeprefix(f"{owner}:"))
+        head_sha = self._resolve(repo, head_ref.removeprefix(f"{owner}:"))
+        if base_sha is None or head_sha is None:
+            raise Refused(404, "Not Found")
+        of_base, of_head = self._ancestors(repo, base_sha), self._ancestors(repo, head_sha)
+        ahead = [sha for sha in of_head if sha not in set(of_base)]
+        behind = [sha for sha in of_base if sha not in set(of_head)]
+        status = ("identical" if not ahead and not behind else "ahead" if not behind
+                  else "behind" if not ahead else "diverged")
+        merge_base = self._merge_base(repo, base_sha, head_sha) or base_sha
+        template = _raw_example("GET", "/repos/{owner}/{repo}/compare/{basehead}", 200)
+        commit_template = template["commits"][0]
+        chronological = list(reversed(ahead))
+        paged = "page" in call.query or "per_page" in call.query
+        page = self._page(call, chronological) if paged else Reply(200, chronological[-250:])
+        base, full_name = self._base(), repo["full_name"]
+        answer = self._rebase(template)
+        answer.update(
+            url=f"{base}/repos/{full_name}/compare/{basehead}",
+            html_url=f"{base}/{full_name}/compare/{basehead}",
+            permalink_url=f"{base}/{full_name}/compare/{owner}:{base_sha}...{owner}:{head_sha}",
+            diff_url=f"{base}/{full_name}/compare/{basehead}.diff",
+            patch_url=f"{base}/{full_name}/compare/{basehead}.patch",
+            base_commit=self._commit_object(repo, base_sha, commit_template),
+            merge_base_commit=self._commit_object(repo, merge_base, commit_template),
+            status=status, ahead_by=len(ahead), behind_by=len(behind), total_commits=len(ahead),
+            commits=[self._commit_object(repo, sha, commit_template) for sha in page.body])
+        if int(call.query.get("page", 1)) == 1:
+            compare_from = merge_base if separator == "..." else base_sha
+            answer["files"] = self._file_changes(repo, compare_from, head_sha)
+        else:
+            answer.pop("files", None)
+        return Reply(200, answer, page.headers)
 
     # ---- issues, comments, reactions, labels -------------------------------------------------
 
@@ -1232,6 +1985,122 @@ class GitHubSandbox:
         issue["labels"].remove(name)
         issue["updated_at"] = timestamp()
         self._announce_issue("unlabeled", issue, sender, label=self._label_object(issue["repo"], name))
+
+    def _list_issues(self, call: Call) -> Reply:
+        """Issues and pull requests (with `pull_request`), as GitHub lists them."""
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        query = call.query
+        state = query.get("state", "open")
+        found = [i for (repo, _), i in self._issues.items()
+                 if repo == full_name and state in ("all", i["state"])]
+        if "labels" in query:
+            wanted = {name.strip().lower() for name in query["labels"].split(",") if name.strip()}
+            found = [i for i in found if wanted <= {name.lower() for name in i["labels"]}]
+        if "assignee" in query:
+            assignee = query["assignee"]
+            found = [i for i in found if (not i["assignees"] if assignee == "none" else bool(i["assignees"])
+                                          if assignee == "*" else assignee in i["assignees"])]
+        if "creator" in query:
+            found = [i for i in found if i["author"] == query["creator"]]
+        if "mentioned" in query:
+            found = [i for i in found if f"@{query['mentioned']}" in (i["body"] or "")]
+        if query.get("milestone", "none") != "none":  # the sandbox has no milestones
+            found = []
+        if "since" in query:
+            found = [i for i in found if i["updated_at"] >= query["since"]]
+        sort = query.get("sort", "created")
+        counts = {key: sum(1 for c in self.comments if (c["repo"], c["issue_number"]) == key)
+                  for key in ((i["repo"], i["number"]) for i in found)} if sort == "comments" else {}
+        found.sort(key=lambda i: (i["updated_at"] if sort == "updated" else
+                                  counts.get((i["repo"], i["number"]), 0) if sort == "comments" else 0,
+                                  i["number"]), reverse=query.get("direction", "desc") == "desc")
+        return self._page(call, [self._issue_object(i) for i in found])
+
+    def _assignable(self, repo: str, login: str) -> bool:
+        """Who GitHub lets be assigned: a collaborator, never a bot (it drops the others silently)."""
+        return not login.endswith("[bot]") and self._roles.get((repo, login), "none") != "none"
+
+    def _add_assignees(self, call: Call) -> Reply:
+        issue = self._issue_from(call)
+        sender = self._wh_user(self._bot_login(), "Bot")
+        for item in (call.body or {}).get("assignees") or []:
+            login = item if isinstance(item, str) else item.get("login", "")
+            if login in issue["assignees"] or not self._assignable(issue["repo"], login):
+                continue
+            if len(issue["assignees"]) >= 10:  # GitHub's limit
+                break
+            issue["assignees"].append(login)
+            issue["updated_at"] = timestamp()
+            self._announce_issue("assigned", issue, sender, assignee=self._wh_user(login))
+        return Reply(201, self._issue_object(issue))
+
+    def _label_key(self, repo: str, name: str) -> tuple[str, str] | None:
+        """The repository's label of that name (GitHub compares label names case-insensitively)."""
+        return next((key for key in self._labels if key[0] == repo and key[1].lower() == name.lower()), None)
+
+    @staticmethod
+    def _check_color(color: str) -> str:
+        if not re.fullmatch(r"[0-9A-Fa-f]{6}", color):
+            raise Refused(422, "Validation Failed",
+                          [{"resource": "Label", "code": "invalid", "field": "color"}])
+        return color.lower()
+
+    def _list_labels(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        names = sorted((name for repo, name in self._labels if repo == full_name), key=str.lower)
+        return self._page(call, [self._label_object(full_name, name) for name in names])
+
+    def _create_label(self, call: Call) -> Reply:
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        body = call.body
+        if self._label_key(full_name, body["name"]) is not None:
+            raise Refused(422, "Validation Failed",
+                          [{"resource": "Label", "code": "already_exists", "field": "name"}])
+        info = {"color": self._check_color(body["color"].lstrip("#")) if "color" in body else "ededed",
+                "description": body.get("description")}
+        self._label_info[(full_name, body["name"])] = info
+        return Reply(201, self._label_object(full_name, body["name"]))
+
+    def _label_from(self, call: Call) -> tuple[str, str]:
+        key = self._label_key(f"{call.params['owner']}/{call.params['repo']}", call.params["name"])
+        if key is None:
+            raise Refused(404, "Not Found")
+        return key
+
+    def _get_label(self, call: Call) -> Reply:
+        repo, name = self._label_from(call)
+        return Reply(200, self._label_object(repo, name))
+
+    def _update_label(self, call: Call) -> Reply:
+        repo, name = self._label_from(call)
+        body = call.body or {}
+        info = dict(self._label_info.get((repo, name), {"color": "ededed", "description": None}))
+        if "color" in body:
+            info["color"] = self._check_color(body["color"].lstrip("#"))
+        if "description" in body:
+            info["description"] = body["description"]
+        new_name = body.get("new_name") or name
+        if new_name != name:
+            clash = self._label_key(repo, new_name)
+            if clash is not None and clash != (repo, name):
+                raise Refused(422, "Validation Failed",
+                              [{"resource": "Label", "code": "already_exists", "field": "name"}])
+            self._labels[(repo, new_name)] = self._labels.pop((repo, name))
+            self._label_info.pop((repo, name), None)
+            for issue in self._issues.values():
+                if issue["repo"] == repo and name in issue["labels"]:
+                    issue["labels"][issue["labels"].index(name)] = new_name
+        self._label_info[(repo, new_name)] = info
+        return Reply(200, self._label_object(repo, new_name))
+
+    def _delete_label(self, call: Call) -> Reply:
+        repo, name = self._label_from(call)
+        self._labels.pop((repo, name))
+        self._label_info.pop((repo, name), None)
+        for issue in self._issues.values():  # GitHub announces `label.deleted`, which the App does not get
+            if issue["repo"] == repo and name in issue["labels"]:
+                issue["labels"].remove(name)
+        return Reply(204)
 
     # ---- check runs and suites ---------------------------------------------------------------
 
@@ -1351,7 +2220,10 @@ class GitHubSandbox:
             pulls = [p for p in pulls if p["head_ref"] == ref and owner in ("", full_name.split("/")[0])]
         if "base" in call.query:
             pulls = [p for p in pulls if p["base_ref"] == call.query["base"]]
-        pulls.sort(key=lambda p: p["number"], reverse=call.query.get("direction", "desc") == "desc")
+        sort = call.query.get("sort", "created")
+        direction = call.query.get("direction", "desc" if sort == "created" else "asc")
+        pulls.sort(key=lambda p: (p["updated_at"] if sort == "updated" else "", p["number"]),
+                   reverse=direction == "desc")
         template = _raw_example("GET", "/repos/{owner}/{repo}/pulls", 200)[0]
         return self._page(call, [self._pull_object(p, json.loads(json.dumps(template))) for p in pulls])
 
@@ -1367,6 +2239,246 @@ class GitHubSandbox:
             raise Refused(404, "Not Found")
         return Reply(200, {"url": f"{self._base()}/teams/{team['id']}/memberships/{login}",
                            "role": "member", "state": "active"})
+
+    def _create_pull(self, call: Call) -> Reply:
+        """A pull request the App opens: its bot is the author. Announces `pull_request.opened`."""
+        repo = self._repo_from(call)
+        full_name = repo["full_name"]
+        owner, name = full_name.split("/")
+        body = call.body
+        head_owner, _, head_ref = body["head"].rpartition(":")
+        base_ref = body["base"]
+        if "issue" in body:
+            raise Refused(422, "GitHub sandbox: turning an issue into a pull request is not modelled")
+        errors = []
+        if (head_owner not in ("", owner) or body.get("head_repo") not in (None, name, full_name)
+                or head_ref not in repo["branches"]):
+            errors.append({"resource": "PullRequest", "field": "head", "code": "invalid"})
+        if base_ref not in repo["branches"]:
+            errors.append({"resource": "PullRequest", "field": "base", "code": "invalid"})
+        if not errors and not body.get("title"):
+            errors.append({"resource": "PullRequest", "field": "title", "code": "missing_field"})
+        if errors:
+            raise Refused(422, "Validation Failed", errors)
+        self._refuse_duplicate_pull(full_name, head_ref, base_ref)
+        head_sha, base_sha = repo["branches"][head_ref], repo["branches"][base_ref]
+        if head_sha not in repo["commits"] or head_sha in self._ancestors(repo, base_sha):
+            raise Refused(422, "Validation Failed", [{
+                "resource": "PullRequest", "code": "custom",
+                "message": f"No commits between {base_ref} and {head_ref}"}])
+        bot = self._bot_login()
+        pull = self._new_issue(full_name, self._next_number(full_name), body["title"], body.get("body"), bot,
+                               (), "open")
+        pull.update(pull_request=True, head_sha=head_sha, head_ref=head_ref, base_ref=base_ref,
+                    fork_sha=self._merge_base(repo, base_sha, head_sha) or base_sha,
+                    draft=bool(body.get("draft")),
+                    maintainer_can_modify=bool(body.get("maintainer_can_modify", False)), requested_teams=[])
+        self._reviews[(full_name, pull["number"])] = []
+        self._announce_pull("opened", pull, self._wh_user(bot, "Bot"))
+        return Reply(201, self._pull_object(pull, _raw_example("POST", "/repos/{owner}/{repo}/pulls", 201)))
+
+    def _refuse_duplicate_pull(self, full_name: str, head_ref: str, base_ref: str) -> None:
+        for pull in self._open_pulls(full_name):
+            if (pull["head_ref"], pull["base_ref"]) == (head_ref, base_ref):
+                owner = full_name.split("/")[0]
+                raise Refused(422, "Validation Failed", [{
+                    "resource": "PullRequest", "code": "custom",
+                    "message": f"A pull request already exists for {owner}:{head_ref}."}])
+
+    def _update_pull(self, call: Call) -> Reply:
+        """Title, body, base, maintainer_can_modify and state. Closing is announced
+        (`pull_request.closed`); an edit and a reopening are not (their schemas are not vendored)."""
+        pull = self._pull_from(call)
+        repo = self._repos[pull["repo"]]
+        body = call.body or {}
+        if "base" in body and body["base"] not in repo["branches"]:
+            raise Refused(422, "Validation Failed",
+                          [{"resource": "PullRequest", "field": "base", "code": "invalid"}])
+        if body.get("state") == "open" and pull["state"] == "closed":
+            if pull["merged"]:
+                raise Refused(422, "Validation Failed", [{
+                    "resource": "PullRequest", "code": "custom",
+                    "message": "state cannot be changed. The pull request has been merged."}])
+            self._refuse_duplicate_pull(pull["repo"], pull["head_ref"], body.get("base", pull["base_ref"]))
+        for key in ("title", "body", "maintainer_can_modify"):
+            if key in body:
+                pull[key] = body[key]
+        if "base" in body and body["base"] != pull["base_ref"]:
+            pull["base_ref"] = body["base"]
+            pull["fork_sha"] = self._merge_base(repo, repo["branches"][body["base"]], pull["head_sha"]) or ""
+        pull["updated_at"] = timestamp()
+        if body.get("state") == "closed" and pull["state"] == "open":
+            self._close(pull)
+            self._announce_pull("closed", pull, self._wh_user(self._bot_login(), "Bot"))
+        elif body.get("state") == "open" and pull["state"] == "closed":
+            pull.update(state="open", closed_at=None)
+        template = _raw_example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}", 200)
+        return Reply(200, self._pull_object(pull, template))
+
+    def _list_pull_files(self, call: Call) -> Reply:
+        pull = self._pull_from(call)
+        repo = self._repos[pull["repo"]]
+        return self._page(call, self._file_changes(repo, self._pull_fork(pull), pull["head_sha"])[:3000])
+
+    def _pull_fork(self, pull: dict[str, Any]) -> str:
+        """Where the pull request's changes start from: where its head left its base."""
+        repo = self._repos[pull["repo"]]
+        base_sha = repo["branches"].get(pull["base_ref"], self._head(repo))
+        if pull.get("merged") and pull.get("fork_sha"):
+            return pull["fork_sha"]
+        return self._merge_base(repo, base_sha, pull["head_sha"]) or pull.get("fork_sha") or base_sha
+
+    def _team_object(self, org: str, slug: str) -> dict[str, Any]:
+        team = self._teams[(org, slug)]
+        base = self._base()
+        api = f"{base}/organizations/{self._user_id(org)}/team/{team['id']}"
+        return {"id": team["id"], "node_id": node_id("Team", team["id"]), "name": slug, "slug": slug,
+                "description": None, "privacy": "closed", "notification_setting": "notifications_enabled",
+                "permission": "pull", "url": api, "html_url": f"{base}/orgs/{org}/teams/{slug}",
+                "members_url": f"{api}/members{{/member}}", "repositories_url": f"{api}/repos",
+                "parent": None, "type": "organization", "organization_id": self._user_id(org)}
+
+    def _wh_team(self, org: str, slug: str) -> dict[str, Any]:
+        team = self._team_object(org, slug)
+        for rest_only in ("type", "organization_id"):
+            team.pop(rest_only)
+        return team
+
+    def _request_reviewers(self, call: Call) -> Reply:
+        """Review requests the App makes, to people and to teams: `pull_request.review_requested`
+        for each new one."""
+        pull = self._pull_from(call)
+        body = call.body or {}
+        reviewers = list(dict.fromkeys(body.get("reviewers") or []))
+        teams = list(dict.fromkeys(body.get("team_reviewers") or []))
+        if pull["author"] in reviewers:
+            raise Refused(422, "Review cannot be requested from pull request author.")
+        full_name = pull["repo"]
+        org = full_name.split("/")[0]
+        if any(self._roles.get((full_name, login), "none") == "none" for login in reviewers) or any(
+                (org, slug) not in self._teams for slug in teams):
+            raise Refused(422, "Reviews may only be requested from collaborators. One or more of the users "
+                               f"or teams you specified is not a collaborator of the {full_name} repository.")
+        sender = self._wh_user(self._bot_login(), "Bot")
+        for login in reviewers:
+            if login not in pull["requested_reviewers"]:
+                pull["requested_reviewers"].append(login)
+                pull["updated_at"] = timestamp()
+                self._announce_pull("review_requested", pull, sender, requested_reviewer=self._wh_user(login))
+        for slug in teams:
+            requested = pull.setdefault("requested_teams", [])
+            if slug not in requested:
+                requested.append(slug)
+                pull["updated_at"] = timestamp()
+                self._announce_pull("review_requested", pull, sender, requested_team=self._wh_team(org, slug))
+        template = _raw_example("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers", 201)
+        return Reply(201, self._pull_object(pull, template))
+
+    def _create_review(self, call: Call) -> Reply:
+        """A review by the App's bot: GitHub refuses it approving or requesting changes on its own
+        pull request. Announces `pull_request_review.submitted` (not for a pending review)."""
+        pull = self._pull_from(call)
+        body = call.body or {}
+        event = body.get("event")
+        bot = self._bot_login()
+        if pull["author"] == bot and event in ("APPROVE", "REQUEST_CHANGES"):
+            refusal = ("Can not approve your own pull request" if event == "APPROVE"
+                       else "Can not request changes on your own pull request")
+            raise Refused(422, "Unprocessable Entity", [refusal])
+        if event in ("REQUEST_CHANGES", "COMMENT") and not body.get("body") and not body.get("comments"):
+            raise Refused(422, "Unprocessable Entity",
+                          [f"Body is required when using {event} for the event parameter."])
+        reviews = self._reviews[(pull["repo"], pull["number"])]
+        if event is None and any(r["login"] == bot and r["state"] == "PENDING" for r in reviews):
+            raise Refused(422, "Unprocessable Entity",
+                          ["User can only have one pending review per pull request"])
+        commit_id = body.get("commit_id") or pull["head_sha"]
+        if commit_id not in self._repos[pull["repo"]]["commits"]:
+            raise Refused(422, "Unprocessable Entity", [f"No commit found for SHA: {commit_id}"])
+        state = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}.get(
+            event or "", "PENDING")
+        review = self._new_review(pull, bot, state, commit_id, "Bot", body.get("body") or "")
+        review["comments"] = list(body.get("comments") or [])
+        if state == "PENDING":
+            review["submitted_at"] = None
+            return Reply(200, self._review_object(pull, review))
+        if bot in pull["requested_reviewers"]:
+            pull["requested_reviewers"].remove(bot)
+        return Reply(200, self._announce_review(pull, review, self._wh_user(bot, "Bot")))
+
+    def _announce_review(self, pull: dict[str, Any], review: dict[str, Any],
+                         sender: dict[str, Any]) -> dict[str, Any]:
+        """`pull_request_review.submitted`; returns the review's REST answer."""
+        repo = pull["repo"]
+        example = self._example("pull_request_review", "submitted", repo)
+        rest = self._review_object(pull, review)
+        wh_review = adapt(rest, example["review"])
+        wh_review["state"] = review["state"].lower()  # webhooks spell review states in lower case
+        self._announce("pull_request_review", {
+            "action": "submitted", "review": wh_review,
+            "pull_request": self._wh_pull(pull, example["pull_request"]),
+            "repository": self._wh_repository(repo, example["repository"]), "sender": sender}, repo)
+        return rest
+
+    def _update_review(self, call: Call) -> Reply:
+        """The body of a review, changed in place (its state stays); not announced, as GitHub's
+        `pull_request_review.edited` schema is not vendored."""
+        pull = self._pull_from(call)
+        wanted = self._number(call, "review_id")
+        review = next((r for r in self._reviews[(pull["repo"], pull["number"])] if r["id"] == wanted), None)
+        if review is None:
+            raise Refused(404, "Not Found")
+        if review["login"] != self._bot_login():
+            raise Refused(403, "Resource not accessible by integration")
+        review["body"] = call.body["body"]
+        return Reply(200, self._review_object(pull, review))
+
+    # ---- check suites ------------------------------------------------------------------------
+
+    def _list_check_suites(self, call: Call) -> Reply:
+        repo = self._repo_from(call)
+        sha = self._resolve(repo, call.params["ref"])
+        if sha is None:
+            raise Refused(422, f"No commit found for SHA: {call.params['ref']}")
+        suites = sorted((s for s in self._suites.values()
+                         if s["repo"] == repo["full_name"] and s["head_sha"] == sha), key=lambda s: s["id"])
+        if "app_id" in call.query:
+            suites = [s for s in suites if str(self._suite_app(s)["id"]) == call.query["app_id"]]
+        if "check_name" in call.query:
+            names = {s["id"] for s in suites for r in self.check_runs.values()
+                     if r["suite_id"] == s["id"] and r["name"] == call.query["check_name"]}
+            suites = [s for s in suites if s["id"] in names]
+        reply = self._page(call, [self._check_suite_object(s) for s in suites])
+        reply.body = {"total_count": len(suites), "check_suites": reply.body}
+        return reply
+
+    def _suite_app(self, suite: dict[str, Any]) -> dict[str, Any]:
+        return self._app() if suite["app"] == "app" else self._ci_app()
+
+    def _check_suite_object(self, suite: dict[str, Any]) -> dict[str, Any]:
+        listing = _raw_example("GET", "/repos/{owner}/{repo}/commits/{ref}/check-suites", 200)
+        template = listing["check_suites"][0]
+        answer = self._rebase(template)
+        repo = self._repos[suite["repo"]]
+        api = f"{self._base()}/repos/{suite['repo']}/check-suites/{suite['id']}"
+        commit = repo["commits"].get(suite["head_sha"]) or self._foreign_commit()
+        author = commit["author"] or self.owner
+        person = {"name": author, "email": commit.get("author_email") or self._email(author)}
+        runs = [run for run in self.check_runs.values() if run["suite_id"] == suite["id"]]
+        answer.update(
+            id=suite["id"], node_id=node_id("CheckSuite", suite["id"]), head_branch=suite["head_branch"],
+            head_sha=suite["head_sha"], status=suite["status"], conclusion=suite["conclusion"], url=api,
+            before=suite["before"], after=suite["head_sha"],
+            pull_requests=[self._pull_minimal(p) for p in self._open_pulls(suite["repo"])
+                           if p["head_sha"] == suite["head_sha"]],
+            app=self._suite_app(suite),
+            repository=self._repository_object(suite["repo"], template["repository"]),
+            created_at=suite["created_at"], updated_at=suite["updated_at"], latest_check_runs_count=len(runs),
+            check_runs_url=f"{api}/check-runs", rerequestable=True, runs_rerequestable=True,
+            head_commit={"id": suite["head_sha"], "tree_id": commit.get("tree_id") or suite["head_sha"],
+                         "message": commit["message"], "timestamp": commit["timestamp"], "author": person,
+                         "committer": dict(person)})
+        return answer
 
     # ---- commit statuses ----------------------------------------------------------------------
 
@@ -1486,7 +2598,7 @@ class GitHubSandbox:
         """GitHub Actions runs workflow `name` on `head_sha` (a sha or a branch) and finishes it:
         `workflow_run` requested, in_progress, completed, with its check run and check suite
         completed in between. `artifacts` maps a name to its zip's bytes (base64 text over the
-        control API). Returns the run's id."""
+        control API) or to the files to zip ({filename: text}). Returns the run's id."""
         return self._run_workflow(repo, name, head_sha, branch, conclusion, artifacts, event, actor)
 
     @_changes
@@ -1511,26 +2623,48 @@ class GitHubSandbox:
         if branch is None:
             branch = head_sha if head_sha in record["branches"] else self._branch_of(repo, sha)
         run = self._new_workflow_run(repo, name, sha, branch, event, actor)
-        for artifact_name, data in (artifacts or {}).items():
-            raw = data if isinstance(data, bytes) else base64.b64decode(data)
-            self._artifacts[self._new_id()] = {
-                "repo": repo, "run_id": run["id"], "name": artifact_name, "created_at": timestamp(),
-                "data": base64.b64encode(raw).decode(), "digest": hashlib.sha256(raw).hexdigest()}
+        self._add_artifacts(run, artifacts)
         sender = self._wh_user(actor)
         self._start_attempt(run, sender)
         self._advance_run(run, sender)
         self._finish_run(run, conclusion, sender)
         return run["id"]
 
+    def _add_artifacts(self, run: dict[str, Any], artifacts: dict[str, Any] | None) -> None:
+        """A run's artifacts: each a zip's bytes, its base64 text, or {filename: text} to zip."""
+        for artifact_name, data in (artifacts or {}).items():
+            if isinstance(data, dict):
+                data = zip_files(data)
+            elif isinstance(data, str):
+                data = base64.b64decode(data)
+            elif not isinstance(data, bytes):
+                raise ValueError(f"artifact {artifact_name!r} is zip bytes, base64 text or "
+                                 "{filename: text}")
+            self._artifacts[self._new_id()] = {
+                "repo": run["repo"], "run_id": run["id"], "name": artifact_name, "created_at": timestamp(),
+                "data": base64.b64encode(data).decode(), "digest": hashlib.sha256(data).hexdigest()}
+
     @_changes
-    def complete_workflow_run(self, repo: str, run_id: int, conclusion: str = "success") -> dict[str, Any]:
+    def complete_workflow_run(self, repo: str, run_id: int, conclusion: str = "success",
+                              push: dict[str, Any] | None = None,
+                              artifacts: dict[str, Any] | None = None) -> dict[str, Any]:
         """A queued or running run (a dispatched one, a re-run not scripted) finishes: `workflow_run`
-        in_progress (when it was queued), then completed."""
+        in_progress (when it was queued), then completed. With `push` ({"branch", "files": {path:
+        text or None}, "message"}) the run first pushes a commit as `github-actions[bot]` (the branch
+        made from the default branch when new), announced as `push` (and `pull_request.synchronize`);
+        `artifacts` are uploaded as `run_workflow` takes them."""
         if conclusion not in RUN_CONCLUSIONS:
             raise ValueError(f"a run concludes {list(RUN_CONCLUSIONS)}, got {conclusion!r}")
         run = self._workflow_run(repo, int(run_id))
         if run["status"] == "completed":
             raise ValueError(f"run {run_id} of {repo} has completed already")
+        if push is not None:
+            if not isinstance(push, dict) or not isinstance(push.get("branch"), str) or not isinstance(
+                    push.get("files", {}), dict):
+                raise ValueError('push is {"branch": "...", "files": {path: text or null}, "message": "..."}')
+            self.push_commit(repo, push["branch"], dict(push.get("files") or {}),
+                             message=push.get("message", ""), author=f"{CI_APP['slug']}[bot]")
+        self._add_artifacts(run, artifacts)
         sender = self._wh_user(f"{CI_APP['slug']}[bot]", "Bot")
         if run["status"] == "queued":
             self._advance_run(run, sender)
@@ -2112,20 +3246,34 @@ class GitHubSandbox:
         return {"files": None, "message": "", "author": "", "timestamp": timestamp(), "parents": [],
                 "added": [], "modified": [], "removed": []}
 
-    def _new_commit(self, repo: dict[str, Any], branch: str, files: dict[str, str], message: str,
-                    author: str, parents: list[str] | None = None) -> str:
+    def _new_commit(self, repo: dict[str, Any], branch: str | None, files: dict[str, str], message: str,
+                    author: str, parents: list[str] | None = None, modes: dict[str, str] | None = None,
+                    sha: str | None = None, **people: str) -> str:
+        """A commit of the whole tree `files`, moving `branch` (None moves nothing) to it. A file keeps
+        its mode from the first parent unless `modes` says otherwise; `people` are the author's and
+        committer's email and dates when they are not the sandbox's defaults."""
         if parents is None:
             parents = [repo["branches"][branch]] if branch in repo["branches"] else []
         before = self._tree(repo, parents[0]) if parents else {}
-        sha = hashlib.sha1(json.dumps([repo["full_name"], parents, files, message, self._new_id()],
-                                      sort_keys=True).encode(), usedforsecurity=False).hexdigest()
-        repo["commits"][sha] = {
-            "files": dict(files), "message": message, "author": author, "timestamp": timestamp(),
-            "parents": list(parents), "tree_id": blob_sha(json.dumps(files, sort_keys=True)),
+        if modes is None:
+            modes = {path: mode for path, mode in self._modes(repo, parents[0]).items()
+                     if path in files} if parents else {}
+        modes = {path: mode for path, mode in modes.items() if mode != FILE_MODE}
+        sha = sha or hashlib.sha1(json.dumps([repo["full_name"], parents, files, message, self._new_id()],
+                                             sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+        record = {
+            "files": dict(files), "message": message, "author": author,
+            "timestamp": people.pop("author_date", None) or timestamp(),
+            "parents": list(parents), "tree_id": tree_sha(files, modes),
             "added": sorted(set(files) - set(before)), "removed": sorted(set(before) - set(files)),
             "modified": sorted(p for p in set(files) & set(before) if files[p] != before[p]),
         }
-        repo["branches"][branch] = sha
+        if modes:
+            record["modes"] = dict(modes)
+        record.update(people)
+        repo["commits"].setdefault(sha, record)
+        if branch is not None:
+            repo["branches"][branch] = sha
         return sha
 
     def _head(self, repo: dict[str, Any]) -> str:
@@ -2136,6 +3284,33 @@ class GitHubSandbox:
         if commit is None or commit["files"] is None:
             return repo["commits"][self._head(repo)]["files"]
         return commit["files"]
+
+    def _modes(self, repo: dict[str, Any], sha: str) -> dict[str, str]:
+        """The modes other than 100644 of the tree at `sha`."""
+        commit = repo["commits"].get(sha)
+        if commit is None or commit["files"] is None:
+            commit = repo["commits"][self._head(repo)]
+        return commit.get("modes", {})
+
+    @staticmethod
+    def _ancestors(repo: dict[str, Any], sha: str, limit: int = 10_000) -> list[str]:
+        """`sha` and every commit it descends from that the repository knows, newest first."""
+        found: list[str] = []
+        seen: set[str] = set()
+        pending = [sha]
+        while pending and len(found) < limit:
+            current = pending.pop(0)
+            if current in seen or current not in repo["commits"]:
+                continue
+            seen.add(current)
+            found.append(current)
+            pending.extend(repo["commits"][current]["parents"])
+        return found
+
+    def _merge_base(self, repo: dict[str, Any], base: str, head: str) -> str | None:
+        """The newest commit both descend from (git merge-base), None when they share none."""
+        of_base = set(self._ancestors(repo, base))
+        return next((sha for sha in self._ancestors(repo, head) if sha in of_base), None)
 
     def _repo(self, full_name: str) -> dict[str, Any]:
         repo = self._repos.get(full_name)
@@ -2149,6 +3324,8 @@ class GitHubSandbox:
             return ref
         if ref in repo["branches"]:
             return repo["branches"][ref]
+        if ref.removeprefix("tags/") in repo.get("tags", {}):
+            return repo["tags"][ref.removeprefix("tags/")]
         for (full_name, _), issue in self._issues.items():
             if full_name == repo["full_name"] and issue["pull_request"] and issue["head_ref"] == ref:
                 return issue["head_sha"]
@@ -2179,7 +3356,7 @@ class GitHubSandbox:
             raise ValueError(f"{repo}#{number} exists already")
         issue = {"repo": repo, "number": number, "id": self._new_id(), "title": title, "body": body,
                  "author": author, "labels": list(labels), "state": state, "locked": False,
-                 "pull_request": False, "assignees": [], "requested_reviewers": [],
+                 "pull_request": False, "assignees": [], "requested_reviewers": [], "requested_teams": [],
                  "created_at": timestamp(), "updated_at": timestamp(),
                  "closed_at": timestamp() if state == "closed" else None,
                  "merged": False, "merge_commit_sha": None, "merged_by": None, "merged_at": None}
@@ -2335,17 +3512,22 @@ class GitHubSandbox:
         }, repo)
 
     def _announce_push(self, repo: dict[str, Any], branch: str, before: str, after: str, shas: list[str],
-                       pusher: str) -> None:
+                       pusher: str, ref: str | None = None, forced: bool = False) -> None:
+        """`push` of `ref` (the branch's) from `before` to `after` (ZERO_SHA: created or deleted),
+        bringing the commits `shas`, oldest first."""
         full_name = repo["full_name"]
         example = self._example("push", None, full_name)
         html = f"{self._base()}/{full_name}"
         commits = [self._wh_commit(repo, sha) for sha in shas]
+        deleted = after == ZERO_SHA
+        head = (None if deleted else commits[-1] if shas and shas[-1] == after
+                else self._wh_commit(repo, after))
         self._announce("push", {
-            "ref": f"refs/heads/{branch}", "before": before, "after": after, "created": before == ZERO_SHA,
-            "deleted": False, "forced": False, "base_ref": None,
+            "ref": ref or f"refs/heads/{branch}", "before": before, "after": after,
+            "created": before == ZERO_SHA, "deleted": deleted, "forced": forced, "base_ref": None,
             "compare": f"{html}/compare/{before[:12]}...{after[:12]}" if before != ZERO_SHA
             else f"{html}/commit/{after[:12]}",
-            "commits": commits, "head_commit": commits[-1] if commits else None,
+            "commits": commits, "head_commit": head,
             "repository": self._wh_repository(full_name, example["repository"]),
             "pusher": {"name": pusher, "email": self._email(pusher)}, "sender": self._wh_user(pusher),
         }, full_name)
@@ -2445,11 +3627,12 @@ class GitHubSandbox:
         answer = adapt(rest, template)
         for side in ("head", "base"):
             answer[side]["repo"] = self._wh_repository(pull["repo"], template[side]["repo"])
-        commits = sum(1 for _ in self._pull_commits(pull))
-        return set_present(answer, comments=sum(1 for c in self.comments if (c["repo"], c["issue_number"])
-                                                == (pull["repo"], pull["number"])),
-                           review_comments=0, commits=commits, rebaseable=True,
-                           maintainer_can_modify=False, additions=0, deletions=0, changed_files=0)
+        org = pull["repo"].split("/")[0]
+        answer["requested_teams"] = [self._wh_team(org, slug) for slug in pull.get("requested_teams", [])]
+        return set_present(answer, comments=rest["comments"], review_comments=0, commits=rest["commits"],
+                           rebaseable=True, maintainer_can_modify=rest["maintainer_can_modify"],
+                           additions=rest["additions"], deletions=rest["deletions"],
+                           changed_files=rest["changed_files"])
 
     def _pull_commits(self, pull: dict[str, Any]) -> list[str]:
         """The pull request's commits: from its head back to where it left its base."""
@@ -2463,12 +3646,16 @@ class GitHubSandbox:
 
     def _wh_commit(self, repo: dict[str, Any], sha: str) -> dict[str, Any]:
         commit = repo["commits"][sha]
-        author = commit["author"]
-        person = {"name": author, "email": self._email(author), "username": author}
-        return {"id": sha, "tree_id": commit["tree_id"], "distinct": True, "message": commit["message"],
-                "timestamp": commit["timestamp"], "url": f"{self._base()}/{repo['full_name']}/commit/{sha}",
-                "author": dict(person), "committer": dict(person), "added": commit["added"],
-                "removed": commit["removed"], "modified": commit["modified"]}
+        people = {}
+        for role in ("author", "committer"):
+            person = self._person(commit, role)
+            people[role] = {"name": person["name"], "email": person["email"]}
+            if person["email"] == self._email(person["name"]):  # an account's own address
+                people[role]["username"] = person["name"]
+        return {"id": sha, "tree_id": commit.get("tree_id") or sha, "distinct": True,
+                "message": commit["message"], "timestamp": commit["timestamp"],
+                "url": f"{self._base()}/{repo['full_name']}/commit/{sha}", **people,
+                "added": commit["added"], "removed": commit["removed"], "modified": commit["modified"]}
 
     def _wh_check_suite(self, suite: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
         repo = self._repos[suite["repo"]]
@@ -2583,15 +3770,18 @@ class GitHubSandbox:
                       default_branch=repo["default_branch"], private=False, visibility="public",
                       fork=False, archived=False, disabled=False, language=None, url=api, html_url=html,
                       clone_url=f"{html}.git", git_url=f"{html}.git", mirror_url=None)
+        set_present(answer, **repo.get("settings", {}))
         return answer
 
     def _label_object(self, repo: str, name: str) -> dict[str, Any]:
         if (repo, name) not in self._labels:
             self._labels[(repo, name)] = self._new_id()
         label_id = self._labels[(repo, name)]
-        return {"id": label_id, "node_id": node_id("Label", label_id), "name": name, "description": None,
-                "url": f"{self._base()}/repos/{repo}/labels/{quote(name)}", "color": "ededed",
-                "default": False}
+        info = self._label_info.get((repo, name), {})
+        return {"id": label_id, "node_id": node_id("Label", label_id), "name": name,
+                "description": info.get("description"),
+                "url": f"{self._base()}/repos/{repo}/labels/{quote(name)}",
+                "color": info.get("color", "ededed"), "default": False}
 
     def _association(self, repo: str, login: str) -> str:
         if login == self.owner:
@@ -2609,7 +3799,8 @@ class GitHubSandbox:
         answer.update(
             id=issue["id"], node_id=node_id("Issue", issue["id"]), number=issue["number"],
             title=issue["title"],
-            body=issue["body"], user=self._user(issue["author"]), state=issue["state"],
+            body=issue["body"], user=self._user(issue["author"], self._kind(issue["author"])),
+            state=issue["state"],
             state_reason="completed" if issue["state"] == "closed" else None,
             labels=[self._label_object(issue["repo"], name) for name in issue["labels"]],
             assignee=assignees[0] if assignees else None, assignees=assignees, milestone=None,
@@ -2696,7 +3887,7 @@ class GitHubSandbox:
         api = f"{base}/repos/{full_name}/pulls/{pull['number']}"
         html = f"{base}/{full_name}/pull/{pull['number']}"
         issue_api = f"{base}/repos/{full_name}/issues/{pull['number']}"
-        author = self._user(pull["author"])
+        author = self._user(pull["author"], self._kind(pull["author"]))
         repository = self._repository_object(full_name, answer["base"]["repo"])
         assignees = [self._user(login) for login in pull["assignees"]]
         base_sha = repo["branches"].get(pull["base_ref"], self._head(repo))
@@ -2707,7 +3898,8 @@ class GitHubSandbox:
             labels=[self._label_object(full_name, name) for name in pull["labels"]],
             assignee=assignees[0] if assignees else None, assignees=assignees,
             requested_reviewers=[self._user(login) for login in pull["requested_reviewers"]],
-            requested_teams=[], milestone=None, auto_merge=None, merge_commit_sha=pull["merge_commit_sha"],
+            requested_teams=[self._team_object(owner, slug) for slug in pull.get("requested_teams", [])],
+            milestone=None, auto_merge=None, merge_commit_sha=pull["merge_commit_sha"],
             created_at=pull["created_at"], updated_at=pull["updated_at"],
             closed_at=pull["closed_at"] if pull["state"] == "closed" else None, merged_at=pull["merged_at"],
             url=api, html_url=html, diff_url=f"{html}.diff", patch_url=f"{html}.patch", issue_url=issue_api,
@@ -2729,9 +3921,16 @@ class GitHubSandbox:
         )
         if "merged" in answer:
             open_ = pull["state"] == "open"
+            changes = self._file_changes(repo, self._pull_fork(pull), pull["head_sha"])
             answer.update(merged=pull["merged"], mergeable=True if open_ else None,
                           mergeable_state="clean" if open_ else "unknown",
-                          merged_by=self._user(pull["merged_by"]) if pull["merged_by"] else None)
+                          merged_by=self._user(pull["merged_by"]) if pull["merged_by"] else None,
+                          comments=sum(1 for c in self.comments
+                                       if (c["repo"], c["issue_number"]) == (full_name, pull["number"])),
+                          review_comments=0, commits=len(self._pull_commits(pull)),
+                          additions=sum(c["additions"] for c in changes),
+                          deletions=sum(c["deletions"] for c in changes), changed_files=len(changes),
+                          maintainer_can_modify=bool(pull.get("maintainer_can_modify", False)))
         return answer
 
     def _review_object(self, pull: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
@@ -2747,6 +3946,8 @@ class GitHubSandbox:
             pull_request_url=api, _links={"html": {"href": html}, "pull_request": {"href": api}},
             author_association=self._association(pull["repo"], review["login"]),
         )
+        if review["submitted_at"] is None:  # a pending review has not been submitted
+            answer.pop("submitted_at")
         return answer
 
     @staticmethod
@@ -2797,6 +3998,8 @@ class GitHubSandbox:
             "roles": [[repo, login, role] for (repo, login), role in self._roles.items()],
             "teams": [{"org": org, "slug": slug, **team} for (org, slug), team in self._teams.items()],
             "users": self._users, "labels": [[repo, name, id_] for (repo, name), id_ in self._labels.items()],
+            "label_info": [[repo, name, info] for (repo, name), info in self._label_info.items()],
+            "ref_writes": self.ref_writes, "force_pushes": self.force_pushes,
             "suites": list(self._suites.values()), "comments": self.comments, "reactions": self.reactions,
             "check_runs": list(self.check_runs.values()), "statuses": self.statuses,
             "workflow_runs": list(self.workflow_runs.values()), "dispatches": self.dispatches,
@@ -2817,6 +4020,10 @@ class GitHubSandbox:
         self._next_id = int(data["next_id"])
         self._next_delivery_id = int(data["next_delivery_id"])
         self._repos = {repo["full_name"]: repo for repo in data["repos"]}
+        for repo in self._repos.values():  # a state saved before commits carried git's tree ids
+            for commit in repo["commits"].values():
+                if commit["files"] is not None:
+                    commit["tree_id"] = tree_sha(commit["files"], commit.get("modes"))
         self._issues = {(issue["repo"], issue["number"]): issue for issue in data["issues"]}
         self._reviews = {(repo, number): [] for repo, number in data["pulls_with_reviews"]}
         for review in data["reviews"]:
@@ -2825,6 +4032,9 @@ class GitHubSandbox:
         self._teams = {(team.pop("org"), team.pop("slug")): team for team in data["teams"]}
         self._users = dict(data["users"])
         self._labels = {(repo, name): id_ for repo, name, id_ in data["labels"]}
+        self._label_info = {(repo, name): dict(info) for repo, name, info in data.get("label_info", [])}
+        self.ref_writes = list(data.get("ref_writes", []))
+        self.force_pushes = list(data.get("force_pushes", []))
         self._suites = {suite["id"]: suite for suite in data["suites"]}
         self.comments = list(data["comments"])
         self.reactions = list(data["reactions"])
