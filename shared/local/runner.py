@@ -2,8 +2,9 @@
 
 It starts both emulators, provisions every topic (with its schema) and push subscription, serves
 every function with functions-framework (one process each, as Cloud Functions would), then the
-GitHub sandbox (seeded with a demo organisation whose webhooks go to the local webhook) and the
-App Engine sandbox, prints their URLs and then a single line `ready`. Ctrl-C stops every child.
+GitHub sandbox (seeded with a demo organisation whose webhooks go to the local webhook), the
+App Engine sandbox and the LLM sandbox (the code agent's model, with a key generated for this run),
+prints their URLs and then a single line `ready`. Ctrl-C stops every child.
 
 With real GitHub App settings (`GITHUB_APP_ID` and `GITHUB_PRIVATE_KEY`) in the environment, the
 functions talk to that GitHub instead and no GitHub sandbox is started.
@@ -45,9 +46,20 @@ class LocalOptions:
     github_sandbox_port: int = 8070  # 0: no GitHub sandbox (real GitHub from the environment)
     appengine_sandbox_port: int = 8071  # 0: no App Engine sandbox
     seed: str = "demo"
+    # 0: no LLM sandbox. None: 8072 when the App Engine sandbox runs (so `--no-sandboxes`, which
+    # turns that off, turns this off too), otherwise none.
+    llm_sandbox_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.llm_sandbox_port is None:
+            self.llm_sandbox_port = LLM_SANDBOX_PORT if self.appengine_sandbox_port else 0
 
 
 SANDBOX_APP_ID = "424242"
+LLM_SANDBOX_PORT = 8072
+LLM_SANDBOX_PROVIDER = "anthropic"
+LLM_SANDBOX_MODEL = "sandbox-model"
+LLM_KEY_FILE = "llm-sandbox-key"
 
 
 # The ingress spends most of a request waiting on Firestore and Pub/Sub. Two gunicorn workers
@@ -98,6 +110,17 @@ def _webhook_secret(options: LocalOptions) -> str:
     return value
 
 
+def _llm_sandbox_key(options: LocalOptions) -> Path:
+    """A fresh key for this run's LLM sandbox, in a file only its owner reads; the path, never the key."""
+    path = (options.state_dir / LLM_KEY_FILE).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_urlsafe(32))
+    return path
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """Stop a child started in its own session, and everything it forked: TERM, then KILL."""
     if process.poll() is None:
@@ -133,7 +156,8 @@ class LocalSystem:
         }
         self.sandbox_ports = {name: port for name, port in (
             ("github sandbox", options.github_sandbox_port),
-            ("appengine sandbox", options.appengine_sandbox_port)) if port}
+            ("appengine sandbox", options.appengine_sandbox_port),
+            ("llm sandbox", options.llm_sandbox_port)) if port}
 
     @property
     def github_sandbox_url(self) -> str:
@@ -144,6 +168,15 @@ class LocalSystem:
     def appengine_sandbox_url(self) -> str:
         port = self.options.appengine_sandbox_port
         return f"http://127.0.0.1:{port}" if port else ""
+
+    @property
+    def llm_sandbox_url(self) -> str:
+        port = self.options.llm_sandbox_port
+        return f"http://127.0.0.1:{port}" if port else ""
+
+    @property
+    def llm_key_file(self) -> Path:
+        return (self.options.state_dir / LLM_KEY_FILE).resolve()
 
     @property
     def webhook_url(self) -> str:
@@ -190,6 +223,14 @@ class LocalSystem:
             "GITHUB_APP_ID": SANDBOX_APP_ID,
             "GITHUB_PRIVATE_KEY": str(key_file),
         } if options.github_sandbox_port else {}
+        # The consumers (the code agent among them) call the LLM sandbox; the key file is written
+        # before any of them starts, and LLM_API_KEY names the file rather than holding the key.
+        llm_env = {
+            "AGENTOPS_LLM_PROVIDER": LLM_SANDBOX_PROVIDER,
+            "AGENTOPS_LLM_API_URL": self.llm_sandbox_url,
+            "AGENTOPS_LLM_MODEL": LLM_SANDBOX_MODEL,
+            "LLM_API_KEY": str(_llm_sandbox_key(options)),
+        } if options.llm_sandbox_port else {}
         env = child_environment({
             "GOOGLE_CLOUD_PROJECT": options.project,
             "PUBSUB_EMULATOR_HOST": pubsub.host,
@@ -202,7 +243,8 @@ class LocalSystem:
         for name, port in self.ports.items():
             log = (logs / f"{name}.log").open("ab")
             is_webhook = name == topology.WEBHOOK_FUNCTION
-            process_env = {**env, **WEBHOOK_SERVER_ENV} if is_webhook else env
+            process_env = ({**env, **WEBHOOK_SERVER_ENV} if is_webhook
+                           else {**env, **llm_env, **options.extra_env})
             process = subprocess.Popen(
                 [sys.executable, "-m", "functions_framework", f"--target={name}",
                  f"--source={root / 'main.py'}", "--host=127.0.0.1", f"--port={port}"],
@@ -224,6 +266,10 @@ class LocalSystem:
             self._child("appengine sandbox",
                         [sys.executable, "-m", "sandbox.appengine", "--port",
                          str(options.appengine_sandbox_port), "--app", options.project], env, logs, root)
+        if options.llm_sandbox_port:
+            self._child("llm sandbox",
+                        [sys.executable, "-m", "sandbox.llm", "--port", str(options.llm_sandbox_port),
+                         "--api-key-file", str(self.llm_key_file)], env, logs, root)
         for name, port in self.sandbox_ports.items():
             wait_for_port(port, dict(self.processes)[name], name)
 
@@ -239,6 +285,7 @@ class LocalSystem:
             "webhook_url": self.webhook_url,
             "github_sandbox_url": self.github_sandbox_url,
             "appengine_sandbox_url": self.appengine_sandbox_url,
+            "llm_sandbox_url": self.llm_sandbox_url,
             "pid": os.getpid(),
         }, indent=2) + "\n")
         return path
@@ -287,6 +334,9 @@ def up(options: LocalOptions) -> int:
                       "demo org octo with octo/widgets and octo/gadgets)", flush=True)
             if system.appengine_sandbox_url:
                 print(f"App Engine sandbox: {system.appengine_sandbox_url}", flush=True)
+            if system.llm_sandbox_url:
+                print(f"LLM sandbox: {system.llm_sandbox_url}  ({LLM_SANDBOX_PROVIDER} API for the code "
+                      f"agent; key in {system.llm_key_file})", flush=True)
             print(f"webhook secret: in {options.state_dir / 'webhook-secret'}", flush=True)
             print(f"Pub/Sub emulator: 127.0.0.1:{options.pubsub_port}  "
                   f"Firestore emulator: 127.0.0.1:{options.firestore_port}  "
