@@ -355,3 +355,13 @@ def verify_command(
         for line in describe(report):
             out(line)
     return 0 if all(report.ok for report in reports) else 1
+
+
+def task_trail(client: Any, task_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """Every audit record that names `task_id`, oldest first (`agentops audit show --task`)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = client.collection(AUDIT).where(filter=FieldFilter("task_id", "==", task_id)).limit(limit)
+    records = [doc.to_dict() for doc in query.stream()]
+    return sorted(records, key=lambda r: (r["at"].timestamp() if hasattr(r.get("at"), "timestamp") else 0.0,
+                                          int(r.get("seq") or 0)))

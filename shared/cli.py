@@ -30,6 +30,7 @@ def _local_up(args: argparse.Namespace) -> int:
         webhook_secret=config.webhook_secret if real_github else "",
         github_sandbox_port=0 if real_github or args.no_sandboxes else args.github_port,
         appengine_sandbox_port=0 if args.no_sandboxes else args.appengine_port,
+        llm_sandbox_port=0 if args.no_sandboxes else args.llm_port,
         seed="" if args.no_seed else "demo",
     ))
 
@@ -138,6 +139,21 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return verify_command(services.firestore(), args.chain or None, progress=progress_bar)
 
 
+def _audit_show(args: argparse.Namespace) -> int:
+    from shared.audit import task_trail
+
+    records = task_trail(_services().firestore(), args.task)
+    if not records:
+        print(f"no audit records for task {args.task}")
+        return 1
+    for record in records:
+        at = record.get("at")
+        when = f"{at:%Y-%m-%d %H:%M:%S}" if hasattr(at, "strftime") else str(at or "")
+        print(f"{when}  {record.get('actor', '')}  {record.get('action', '')}  {record.get('subject', '')}  "
+              f"{record.get('outcome', '')}")
+    return 0
+
+
 def _duration_hours(text: str) -> float:
     units = {"m": 1 / 60, "h": 1.0, "d": 24.0}
     try:
@@ -196,6 +212,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--state-dir", default=".agentops", help="lock file, logs and the local secret")
     up.add_argument("--github-port", type=int, default=8070, help="GitHub sandbox port (default 8070)")
     up.add_argument("--appengine-port", type=int, default=8071, help="App Engine sandbox port (default 8071)")
+    up.add_argument("--llm-port", type=int, default=8072, help="LLM provider sandbox port (default 8072)")
     up.add_argument("--no-sandboxes", action="store_true",
                     help="start neither sandbox (the functions then have no GitHub unless configured)")
     up.add_argument("--no-seed", action="store_true", help="an empty GitHub sandbox, no demo organisation")
@@ -252,6 +269,12 @@ def parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--chain", action="append", help="one chain: a repository or 'system' (repeatable)")
     verify.set_defaults(run=_audit_verify)
+    show = audit_verbs.add_parser(
+        "show", help="the audit trail of one task, oldest first",
+        description="Every audit record of one task: time, actor, action, subject and outcome.",
+    )
+    show.add_argument("--task", required=True, help="the task id")
+    show.set_defaults(run=_audit_show)
 
     from sandbox.cli import register as register_sandbox
 

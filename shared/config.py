@@ -16,6 +16,8 @@ DEFAULT_MAX_MESSAGE_AGE_SECONDS = 3 * 24 * 3600  # GitHub keeps deliveries redel
 DEFAULT_PUBLISH_TIMEOUT_SECONDS = 5.0  # GitHub waits 10 s for an answer
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
 DEFAULT_DELIVERY_RETENTION_DAYS = 30
+# The LLM providers the code agent speaks, with their public API URLs.
+LLM_PROVIDERS = {"": "", "anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com"}
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -62,6 +64,15 @@ def _pem(env: Mapping[str, str], name: str) -> str:
     return path.read_text()
 
 
+def _secret_text(env: Mapping[str, str], name: str) -> str:
+    """A local stand-in for a secret: the value itself, or a path to a file holding it."""
+    raw = env.get(name, "").strip()
+    path = Path(raw) if raw and len(raw) < 4096 and "\n" not in raw else None
+    if path is not None and path.is_file():
+        return path.read_text().strip()
+    return raw
+
+
 def _secret_version(env: Mapping[str, str], name: str) -> str:
     raw = env.get(name, "").strip() or "latest"
     if raw != "latest" and not raw.isdigit():
@@ -102,6 +113,14 @@ class Config:
     # Budgets across every repository per UTC day; 0 means no global limit.
     global_daily_tasks: int = 0
     global_daily_cost: float = 0.0
+    # The code agent's llm implementer. The key comes from Secret Manager unless LLM_API_KEY stands in.
+    llm_provider: str = ""
+    llm_api_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = field(default="", repr=False)
+    llm_api_key_secret_id: str = topology.LLM_API_KEY_SECRET
+    # Where comments link tasks and audit trails; empty: they name the CLI commands instead.
+    dashboard_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -127,6 +146,15 @@ class Config:
         log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        provider = env.get("AGENTOPS_LLM_PROVIDER", "").strip().lower()
+        if provider not in LLM_PROVIDERS:
+            names = ", ".join(sorted(name for name in LLM_PROVIDERS if name))
+            raise ConfigError(f"AGENTOPS_LLM_PROVIDER must be one of {names} or empty, got {provider!r}")
+        llm_url = env.get("AGENTOPS_LLM_API_URL", "").strip() or LLM_PROVIDERS.get(provider, "")
+        dashboard = env.get("AGENTOPS_DASHBOARD_URL", "").strip().rstrip("/")
+        for name, url in (("AGENTOPS_LLM_API_URL", llm_url), ("AGENTOPS_DASHBOARD_URL", dashboard)):
+            if url and not url.startswith(("https://", "http://")):
+                raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
         return cls(
             project=project,
             github_api_url=api_url.rstrip("/"),
@@ -158,6 +186,13 @@ class Config:
                                              "AGENTOPS_GLOBAL_DAILY_TASKS"),
             global_daily_cost=_non_negative(_float(env, "AGENTOPS_GLOBAL_DAILY_COST", 0.0),
                                             "AGENTOPS_GLOBAL_DAILY_COST"),
+            llm_provider=provider,
+            llm_api_url=llm_url.rstrip("/"),
+            llm_model=env.get("AGENTOPS_LLM_MODEL", "").strip(),
+            llm_api_key=_secret_text(env, "LLM_API_KEY"),
+            llm_api_key_secret_id=env.get("AGENTOPS_LLM_API_KEY_SECRET_ID", "").strip()
+            or topology.LLM_API_KEY_SECRET,
+            dashboard_url=dashboard,
         )
 
     def with_overrides(self, **changes: object) -> Config:

@@ -8,9 +8,11 @@ The executor gives every action an idempotency key, skips a key that the audit t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from shared.errors import PermanentError
 from shared.github import checks
@@ -29,10 +31,44 @@ class PostComment:
 
 
 @dataclass(frozen=True)
+class UpdateComment:
+    """Edit a comment the App made (a status comment kept up to date in place)."""
+
+    repository: str
+    comment_id: int
+    body: str
+    key: str
+
+
+@dataclass(frozen=True)
 class AddReaction:
     repository: str
     comment_id: int
     content: str  # +1, -1, laugh, confused, heart, hooray, rocket, eyes
+    key: str
+
+
+@dataclass(frozen=True)
+class AddLabels:
+    repository: str
+    number: int
+    labels: tuple[str, ...]
+    key: str
+
+
+@dataclass(frozen=True)
+class RemoveLabel:
+    repository: str
+    number: int
+    label: str
+    key: str
+
+
+@dataclass(frozen=True)
+class AddAssignees:
+    repository: str
+    number: int
+    assignees: tuple[str, ...]
     key: str
 
 
@@ -60,7 +96,89 @@ class UpdateCheckRun:
     conclusion: str = ""
 
 
-Action = PostComment | AddReaction | CreateCheckRun | UpdateCheckRun
+@dataclass(frozen=True)
+class CreateBranch:
+    """A new branch at `sha`. There is no way to write to a branch that exists with this action."""
+
+    repository: str
+    branch: str
+    sha: str
+    key: str
+
+
+@dataclass(frozen=True)
+class AdvanceBranch:
+    """Move a branch forward to `sha`. Never forced: GitHub refuses a move that is not a fast-forward."""
+
+    repository: str
+    branch: str
+    sha: str
+    key: str
+
+
+@dataclass(frozen=True)
+class OpenPullRequest:
+    repository: str
+    head: str
+    base: str
+    title: str
+    body: str
+    key: str
+    draft: bool = False
+
+
+@dataclass(frozen=True)
+class RequestReviewers:
+    repository: str
+    number: int
+    reviewers: tuple[str, ...]
+    team_reviewers: tuple[str, ...]
+    key: str
+
+
+@dataclass(frozen=True)
+class SubmitReview:
+    repository: str
+    number: int
+    commit_id: str
+    event: str  # APPROVE | REQUEST_CHANGES | COMMENT
+    body: str
+    key: str
+
+
+@dataclass(frozen=True)
+class UpdateReview:
+    """Change the text of a review already submitted; its verdict stays what it was."""
+
+    repository: str
+    number: int
+    review_id: int
+    body: str
+    key: str
+
+
+@dataclass(frozen=True)
+class DispatchWorkflow:
+    repository: str
+    workflow: str  # the file name, such as agent.yml
+    ref: str
+    inputs: Mapping[str, str]
+    key: str
+
+
+@dataclass(frozen=True)
+class RerunFailedJobs:
+    repository: str
+    run_id: int
+    key: str
+
+
+Action = (PostComment | UpdateComment | AddReaction | AddLabels | RemoveLabel | AddAssignees | CreateCheckRun
+          | UpdateCheckRun | CreateBranch | AdvanceBranch | OpenPullRequest | RequestReviewers | SubmitReview
+          | UpdateReview | DispatchWorkflow | RerunFailedJobs)
+
+# There is deliberately no action that merges a pull request, deletes a branch or forces a push.
+REVIEW_EVENTS = frozenset({"APPROVE", "REQUEST_CHANGES", "COMMENT"})
 
 
 class Executor:
@@ -107,13 +225,23 @@ class Executor:
         return answer if isinstance(answer, dict) else {}
 
 
+def _cut(body: str) -> str:
+    return body if len(body) <= MAX_COMMENT else body[:MAX_COMMENT] + "\n\n(cut)"
+
+
+def _quoted(name: str) -> str:
+    return quote(name, safe="")
+
+
 def _perform(client: Any, action: Action) -> Any:
     repo = action.repository
     if isinstance(action, PostComment):
-        body = action.body if len(action.body) <= MAX_COMMENT else action.body[:MAX_COMMENT] + "\n\n(cut)"
         return client.request(
-            "POST", f"/repos/{repo}/issues/{action.number}/comments", json_body={"body": body}
+            "POST", f"/repos/{repo}/issues/{action.number}/comments", json_body={"body": _cut(action.body)}
         )
+    if isinstance(action, UpdateComment):
+        return client.request("PATCH", f"/repos/{repo}/issues/comments/{action.comment_id}",
+                              json_body={"body": _cut(action.body)}, idempotent=True)
     if isinstance(action, AddReaction):
         return client.request(
             "POST",
@@ -121,14 +249,51 @@ def _perform(client: Any, action: Action) -> Any:
             json_body={"content": action.content},
             idempotent=True,
         )
+    if isinstance(action, AddLabels):
+        return {"labels": client.request("POST", f"/repos/{repo}/issues/{action.number}/labels",
+                                         json_body={"labels": list(action.labels)}, idempotent=True)}
+    if isinstance(action, RemoveLabel):
+        path = f"/repos/{repo}/issues/{action.number}/labels/{_quoted(action.label)}"
+        return {"labels": client.request("DELETE", path, idempotent=True)}
+    if isinstance(action, AddAssignees):
+        return client.request("POST", f"/repos/{repo}/issues/{action.number}/assignees",
+                              json_body={"assignees": list(action.assignees)}, idempotent=True)
     if isinstance(action, CreateCheckRun):
         return checks.create_check_run_once(
             client, repo, action.head_sha, action.name, action.external_id, **_check_fields(action)
         )
-    return client.request(
-        "PATCH", f"/repos/{repo}/check-runs/{action.check_run_id}", json_body=_check_fields(action),
-        idempotent=True,
-    )
+    if isinstance(action, UpdateCheckRun):
+        return client.request("PATCH", f"/repos/{repo}/check-runs/{action.check_run_id}",
+                              json_body=_check_fields(action), idempotent=True)
+    if isinstance(action, CreateBranch):
+        return client.request("POST", f"/repos/{repo}/git/refs",
+                              json_body={"ref": f"refs/heads/{action.branch}", "sha": action.sha})
+    if isinstance(action, AdvanceBranch):
+        # Moving a ref to the same sha twice is harmless, so a lost response may be retried.
+        return client.request("PATCH", f"/repos/{repo}/git/refs/heads/{action.branch}",
+                              json_body={"sha": action.sha, "force": False}, idempotent=True)
+    if isinstance(action, OpenPullRequest):
+        return client.request("POST", f"/repos/{repo}/pulls", json_body={
+            "title": action.title[:256], "head": action.head, "base": action.base, "body": _cut(action.body),
+            "draft": action.draft, "maintainer_can_modify": True})
+    if isinstance(action, RequestReviewers):
+        return client.request("POST", f"/repos/{repo}/pulls/{action.number}/requested_reviewers",
+                              json_body={"reviewers": list(action.reviewers),
+                                         "team_reviewers": list(action.team_reviewers)}, idempotent=True)
+    if isinstance(action, SubmitReview):
+        if action.event not in REVIEW_EVENTS:
+            raise PermanentError(f"a review is one of {sorted(REVIEW_EVENTS)}, not {action.event!r}")
+        return client.request("POST", f"/repos/{repo}/pulls/{action.number}/reviews", json_body={
+            "commit_id": action.commit_id, "body": _cut(action.body), "event": action.event})
+    if isinstance(action, UpdateReview):
+        return client.request("PUT", f"/repos/{repo}/pulls/{action.number}/reviews/{action.review_id}",
+                              json_body={"body": _cut(action.body)}, idempotent=True)
+    if isinstance(action, DispatchWorkflow):
+        client.request("POST", f"/repos/{repo}/actions/workflows/{_quoted(action.workflow)}/dispatches",
+                       json_body={"ref": action.ref, "inputs": dict(action.inputs)})
+        return {}
+    client.request("POST", f"/repos/{repo}/actions/runs/{action.run_id}/rerun-failed-jobs", json_body={})
+    return {}
 
 
 def _check_fields(action: CreateCheckRun | UpdateCheckRun) -> dict[str, Any]:
@@ -143,19 +308,26 @@ def _check_fields(action: CreateCheckRun | UpdateCheckRun) -> dict[str, Any]:
 
 
 def _verb(name: str) -> str:
-    return {
-        "PostComment": "post_comment",
-        "AddReaction": "add_reaction",
-        "CreateCheckRun": "create_check_run",
-        "UpdateCheckRun": "update_check_run",
-    }[name]
+    """PostComment -> post_comment."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _target(action: Action) -> str:
-    if isinstance(action, PostComment):
-        return f"{action.repository}#{action.number}"
-    if isinstance(action, AddReaction):
-        return f"{action.repository}/comments/{action.comment_id}"
+    repo = action.repository
+    if isinstance(action, PostComment | AddLabels | RemoveLabel | AddAssignees):
+        return f"{repo}#{action.number}"
+    if isinstance(action, UpdateComment | AddReaction):
+        return f"{repo}/comments/{action.comment_id}"
     if isinstance(action, CreateCheckRun):
-        return f"{action.repository}@{action.head_sha}/{action.name}"
-    return f"{action.repository}/check-runs/{action.check_run_id}"
+        return f"{repo}@{action.head_sha}/{action.name}"
+    if isinstance(action, UpdateCheckRun):
+        return f"{repo}/check-runs/{action.check_run_id}"
+    if isinstance(action, CreateBranch | AdvanceBranch):
+        return f"{repo}:refs/heads/{action.branch}"
+    if isinstance(action, OpenPullRequest):
+        return f"{repo}:{action.head}->{action.base}"
+    if isinstance(action, RequestReviewers | SubmitReview | UpdateReview):
+        return f"{repo}#{action.number}"
+    if isinstance(action, DispatchWorkflow):
+        return f"{repo}/workflows/{action.workflow}@{action.ref}"
+    return f"{repo}/runs/{action.run_id}"

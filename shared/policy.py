@@ -21,7 +21,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -90,6 +90,28 @@ class FreezeWindow:
 
 
 @dataclass(frozen=True)
+class CodeSettings:
+    implementer: str = "patch"  # patch | llm | workflow
+    workflow: str = "agent.yml"
+    model: str = ""  # "" means the deployment's AGENTOPS_LLM_MODEL
+    max_files: int = 20
+    max_lines: int = 1000
+    max_prompt_chars: int = 60_000
+    context_paths: tuple[str, ...] = ()
+    reviewer_users: tuple[str, ...] = ()
+    reviewer_teams: tuple[str, ...] = ()  # "org/team-slug"
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    required_checks: tuple[str, ...] = ()
+    require_ci: bool = True
+    rerun_failed: bool = True
+    coverage_artifact: str = "coverage"
+    benchmark_artifact: str = "benchmarks"
+
+
+@dataclass(frozen=True)
 class Policy:
     agents: Mapping[str, bool]  # all of AGENTS
     labels: Mapping[str, str]  # task, in_progress, failed
@@ -111,6 +133,9 @@ class Policy:
     chatops_admin_permission: str
     heartbeat_minutes: int
     max_attempts: int
+    code: CodeSettings = field(default_factory=lambda: CodeSettings())
+    tests: TestSettings = field(default_factory=lambda: TestSettings())
+    qa_high_risk_score: int = 70
 
     def agent_enabled(self, agent: str) -> bool:
         """Whether `agent` may act. The deploy agent also needs a service to deploy."""
@@ -150,6 +175,9 @@ def _build(document: Mapping[str, Any]) -> Policy:
     budget = section("budget")
     chatops = section("chatops")
     stall = section("stall")
+    code = section("code")
+    reviewers = code.get("reviewers") or {}
+    tests = section("tests")
     limits = {**_DEFAULT_LIMITS, **section("limits")}
     paths = [ALWAYS_PROTECTED, *document.get("protected_paths", ())]
     daily_cost = budget.get("daily_cost")
@@ -186,6 +214,25 @@ def _build(document: Mapping[str, Any]) -> Policy:
         chatops_admin_permission=chatops.get("admin_permission", "maintain"),
         heartbeat_minutes=int(stall.get("heartbeat_minutes", 10)),
         max_attempts=int(stall.get("max_attempts", 2)),
+        code=CodeSettings(
+            implementer=code.get("implementer", "patch"),
+            workflow=code.get("workflow", "agent.yml"),
+            model=code.get("model", ""),
+            max_files=int(code.get("max_files", 20)),
+            max_lines=int(code.get("max_lines", 1000)),
+            max_prompt_chars=int(code.get("max_prompt_chars", 60_000)),
+            context_paths=tuple(code.get("context_paths", ())),
+            reviewer_users=tuple(reviewers.get("users", ())),
+            reviewer_teams=tuple(reviewers.get("teams", ())),
+        ),
+        tests=TestSettings(
+            required_checks=tuple(tests.get("required_checks", ())),
+            require_ci=bool(tests.get("require_ci", True)),
+            rerun_failed=bool(tests.get("rerun_failed", True)),
+            coverage_artifact=tests.get("coverage_artifact", "coverage"),
+            benchmark_artifact=tests.get("benchmark_artifact", "benchmarks"),
+        ),
+        qa_high_risk_score=int(section("qa").get("high_risk_score", 70)),
     )
 
 

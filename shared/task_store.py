@@ -15,6 +15,7 @@ deliveries racing for the same task see the same facts, and only one of them dis
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -93,6 +94,36 @@ def _history(data: Mapping[str, Any], entry: dict[str, Any]) -> list[dict[str, A
     return history
 
 
+def run_transaction(client: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn(transaction, *args)` in a Firestore transaction; Google's failures become retryable."""
+    from google.cloud import firestore
+
+    try:
+        return firestore.transactional(fn)(client.transaction(max_attempts=10), *args)
+    except _google_errors() as exc:
+        raise RetryableError(f"firestore transaction {fn.__name__} failed: {exc}") from exc
+    except ValueError as exc:
+        if not isinstance(exc.__cause__, _google_errors()):
+            raise
+        # The client gives up on a contended transaction with a ValueError.
+        raise RetryableError(f"firestore transaction {fn.__name__} contended: {exc}") from exc
+
+
+MAX_CHECKPOINT_BYTES = 16 * 1024
+
+
+def checkpoint(value: Mapping[str, Any]) -> dict[str, Any]:
+    """What an agent keeps between its turns on one task (a run id, a branch): small, plain data.
+
+    It comes back to the agent in the inputs of its next dispatch or wake. One that is too big is
+    replaced by a note (the agent then starts over from GitHub's state) rather than bloating the task.
+    """
+    encoded = json.dumps(value, default=str, separators=(",", ":"))
+    if len(encoded.encode()) > MAX_CHECKPOINT_BYTES:
+        return {"dropped": f"a checkpoint of {len(encoded)} bytes; the limit is {MAX_CHECKPOINT_BYTES}"}
+    return json.loads(encoded)
+
+
 def cost_units(details: Mapping[str, Any]) -> float:
     """The cost an agent reports in a result's details: a number, or {"units": n, ...}."""
     cost = details.get("cost")
@@ -136,23 +167,31 @@ class FirestoreTasks:
         return list(doc.get("holders") or [])
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        from google.cloud import firestore
-
-        try:
-            return firestore.transactional(fn)(self._client.transaction(max_attempts=10), *args)
-        except _google_errors() as exc:
-            raise RetryableError(f"firestore transaction {fn.__name__} failed: {exc}") from exc
-        except ValueError as exc:
-            if not isinstance(exc.__cause__, _google_errors()):
-                raise
-            # The client gives up on a contended transaction with a ValueError.
-            raise RetryableError(f"firestore transaction {fn.__name__} contended: {exc}") from exc
+        return run_transaction(self._client, fn, *args)
 
     def _read(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
         except _google_errors() as exc:
             raise RetryableError(f"read {what}: {exc}") from exc
+
+    def stop_reason(self, agent: str, repository: str, number: int = 0) -> str:
+        """Why work of `agent` on `repository` (#`number`) must not go on now, or "".
+
+        The kill switch, a paused agent, a paused repository or a hold on the issue or PR.
+        """
+        control = self.control()
+        if control.get("paused"):
+            return "all agents are paused"
+        if agent in (control.get("agents_paused") or {}):
+            return f"the {agent} agent is paused"
+        if repository:
+            state = self.repo_state(repository)
+            if state.get("paused"):
+                return f"agents are paused in {repository}"
+            if number and str(number) in (state.get("holds") or {}):
+                return f"#{number} is on hold"
+        return ""
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         return self._read(f"task {task_id}", lambda: self._task(task_id).get().to_dict())
@@ -426,6 +465,8 @@ class FirestoreTasks:
                                        "progress": summary[:500]}
             if isinstance(details.get("waits_for"), list):
                 updates["waits_for"] = [str(key) for key in details["waits_for"]][:20]
+            if isinstance(details.get("checkpoint"), Mapping):
+                updates["checkpoint"] = checkpoint(details["checkpoint"])
             if current != lifecycle.RUNNING:
                 updates["history"] = _history(data, lifecycle.history_entry(
                     now, current, lifecycle.RUNNING, summary, agent))

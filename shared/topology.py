@@ -109,9 +109,11 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
 # Secret Manager secret ids, and which functions may read each.
 WEBHOOK_SECRET = "github-webhook-secret"
 PRIVATE_KEY_SECRET = "github-app-private-key"
+LLM_API_KEY_SECRET = "llm-api-key"  # only the code agent calls the LLM provider
 SECRETS: dict[str, tuple[str, ...]] = {
     WEBHOOK_SECRET: (WEBHOOK_FUNCTION,),
     PRIVATE_KEY_SECRET: CONSUMER_FUNCTIONS,
+    LLM_API_KEY_SECRET: ("code_agent",),
 }
 
 

@@ -18,6 +18,12 @@ locals {
     # Installation-wide budgets per UTC day; each repo's own is in its .github/agent-ops.yml.
     AGENTOPS_GLOBAL_DAILY_TASKS = tostring(var.global_daily_tasks)
     AGENTOPS_GLOBAL_DAILY_COST  = tostring(var.global_daily_cost)
+    # The code agent's llm implementer; its key is the secret llm-api-key.
+    AGENTOPS_LLM_PROVIDER = var.llm_provider
+    AGENTOPS_LLM_API_URL  = var.llm_api_url
+    AGENTOPS_LLM_MODEL    = var.llm_model
+    # Where task and audit links in comments point (the dashboard); empty: links name CLI commands.
+    AGENTOPS_DASHBOARD_URL = var.dashboard_url
   }
 }
 

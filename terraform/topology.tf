@@ -170,6 +170,7 @@ locals {
       "deploy_agent",
       "monitor_agent",
     ]
+    "llm-api-key" = ["code_agent"]
   }
 
   # Cloud Scheduler job => the tick it publishes to schedule-ticks (topology.SCHEDULER_JOBS).

@@ -98,6 +98,35 @@ variable "global_daily_cost" {
   }
 }
 
+variable "llm_provider" {
+  description = "The LLM provider of the code agent's llm implementer: anthropic or openai (empty: the implementer is off)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "anthropic", "openai"], var.llm_provider)
+    error_message = "llm_provider must be empty, anthropic or openai."
+  }
+}
+
+variable "llm_api_url" {
+  description = "The provider's API base URL (empty: the provider's public URL)."
+  type        = string
+  default     = ""
+}
+
+variable "llm_model" {
+  description = "The model the code agent asks for; a repository's .github/agent-ops.yml may name another."
+  type        = string
+  default     = ""
+}
+
+variable "dashboard_url" {
+  description = "The dashboard's URL, for task and audit links in comments (empty: comments name CLI commands)."
+  type        = string
+  default     = ""
+}
+
 # --- Function source and sizing -------------------------------------------------------------
 
 variable "source_dir" {

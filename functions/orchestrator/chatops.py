@@ -25,6 +25,7 @@ APPROVE = "approve"
 AGENTS_PAUSE = "agents pause"
 AGENTS_RESUME = "agents resume"
 AGENTS_STATUS = "agents status"
+IMPLEMENT = "agent implement"
 UNKNOWN = "unknown"
 
 # Which permission setting of the repo's policy each verb needs: "chatops" is the policy's
@@ -38,6 +39,7 @@ VERB_PERMISSION: Mapping[str, str] = {
     AGENTS_PAUSE: "admin",
     AGENTS_RESUME: "admin",
     AGENTS_STATUS: "read",
+    IMPLEMENT: "chatops",
 }
 
 _SIMPLE = {"/hold": HOLD, "/unhold": UNHOLD, "/retry": RETRY, "/cancel": CANCEL, "/approve": APPROVE}
@@ -73,6 +75,10 @@ def parse_commands(body: str) -> list[Command]:
             sub = words[1].lower() if len(words) > 1 else ""
             commands.append(Command(_AGENTS[sub], "", number) if sub in _AGENTS
                             else Command(UNKNOWN, f"/agents {sub}".strip()[:MAX_ARGUMENT], number))
+        elif head == "/agent":
+            sub = words[1].lower() if len(words) > 1 else ""
+            commands.append(Command(IMPLEMENT, "", number) if sub == "implement"
+                            else Command(UNKNOWN, f"/agent {sub}".strip()[:MAX_ARGUMENT], number))
         if len(commands) >= MAX_COMMANDS:
             break
     return commands

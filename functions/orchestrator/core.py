@@ -15,6 +15,7 @@ from typing import Any
 from shared.ports import TaskSpec
 
 AGENT_TASK_LABEL = "agent-task"
+IMPLEMENT_KIND = "implement_issue"
 ORCHESTRATOR = "orchestrator"  # jobs the orchestrator runs itself rather than dispatching
 
 
@@ -46,14 +47,26 @@ def _dig(payload: dict[str, Any], *path: str) -> Any:
     return value
 
 
+def _issue_inputs(number: int, title: str) -> tuple[str, dict[str, Any]]:
+    return f"issue/{number}", {"issue_number": number, "title": title[:300]}
+
+
 def _labelled_for_agent(facts: EventFacts) -> tuple[str, dict[str, Any]] | None:
     if _dig(facts.payload, "label", "name") != facts.task_label:
         return None
     number = _dig(facts.payload, "issue", "number")
     if not isinstance(number, int) or _dig(facts.payload, "issue", "pull_request"):
         return None
-    return f"issue/{number}", {"issue_number": number,
-                               "title": str(_dig(facts.payload, "issue", "title") or "")[:300]}
+    return _issue_inputs(number, str(_dig(facts.payload, "issue", "title") or ""))
+
+
+def implement_spec(repository: str, installation_id: int, number: int, title: str, source: str,
+                   extra: dict[str, Any]) -> TaskSpec:
+    """The code agent's task for an issue, as `/agent implement` asks for it: the label's task id."""
+    subject, inputs = _issue_inputs(number, title)
+    return TaskSpec(task_id=task_id(IMPLEMENT_KIND, repository, subject), kind=IMPLEMENT_KIND, agent="code",
+                    repository=repository, installation_id=installation_id, subject=subject, source=source,
+                    inputs={**inputs, **extra})
 
 
 def _pull_request_head(facts: EventFacts) -> tuple[str, dict[str, Any]] | None:
@@ -80,7 +93,7 @@ def _merged_to_default(facts: EventFacts) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(sha, str) or not sha:
         return None
     return f"merge/{sha}", {"pull_number": pull.get("number"), "merge_commit_sha": sha,
-                            "base_ref": default}
+                            "base_ref": default, "pull_head_sha": str(_dig(pull, "head", "sha") or "")}
 
 
 @dataclass(frozen=True)
@@ -99,10 +112,11 @@ PR_HEAD_ACTIONS = frozenset({"opened", "synchronize", "reopened"})
 
 # The routing table: greppable subscriptions, one line per rule.
 ROUTES: tuple[Route, ...] = (
-    Route("issues", frozenset({"labeled"}), "code", "implement_issue", _labelled_for_agent),
+    Route("issues", frozenset({"labeled"}), "code", IMPLEMENT_KIND, _labelled_for_agent),
     Route("pull_request", PR_HEAD_ACTIONS, "test", "test_pull_request", _pull_request_head),
     Route("pull_request", PR_HEAD_ACTIONS, "qa", "review_pull_request", _pull_request_head),
     Route("pull_request", frozenset({"closed"}), "deploy", "deploy_merge", _merged_to_default),
+    Route("pull_request", frozenset({"closed"}), "test", "update_baseline", _merged_to_default),
 )
 
 

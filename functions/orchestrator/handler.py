@@ -76,6 +76,8 @@ def spec_from_task(task: Mapping[str, Any]) -> TaskSpec:
         }
     if task.get("depends_on"):
         inputs["depends_on"] = list(task["depends_on"])
+    if task.get("checkpoint"):
+        inputs["checkpoint"] = dict(task["checkpoint"])
     return TaskSpec(
         task_id=str(task["task_id"]),
         kind=str(task["kind"]),
@@ -440,19 +442,8 @@ class Orchestrator:
 
     def _stopped(self, task: Mapping[str, Any]) -> str:
         """Why a task must not continue now (kill switch, agent or repo paused, held), or ""."""
-        control = self._tasks().control()
-        if control.get("paused"):
-            return "all agents are paused"
-        if str(task.get("agent")) in (control.get("agents_paused") or {}):
-            return f"the {task.get('agent')} agent is paused"
-        repository = str(task.get("repository") or "")
-        if repository:
-            state = self._tasks().repo_state(repository)
-            if state.get("paused"):
-                return f"agents are paused in {repository}"
-            if task.get("number") and str(task["number"]) in (state.get("holds") or {}):
-                return f"#{task['number']} is on hold"
-        return ""
+        return self._tasks().stop_reason(str(task.get("agent") or ""), str(task.get("repository") or ""),
+                                         int(task.get("number") or 0))
 
     def _on_wake(self, facts: core.EventFacts, turn: Turn) -> None:
         for key in core.wake_keys(facts):
@@ -905,11 +896,13 @@ class Orchestrator:
             )
         elif verb == chatops.AGENTS_STATUS:
             reply = self._status_reply(repository)
+        elif verb == chatops.IMPLEMENT:
+            reply = self._implement(facts, number, actor, turn)
         else:
             reply = (
                 f"Unknown command `{chatops.neutralise(command.argument, 40)}`. Commands: `/hold`, "
-                "`/unhold`, `/retry`, `/cancel`, `/approve [task]`, `/agents pause`, `/agents resume`, "
-                "`/agents status`."
+                "`/unhold`, `/retry`, `/cancel`, `/approve [task]`, `/agent implement`, `/agents pause`, "
+                "`/agents resume`, `/agents status`."
             )
         self._answer(repository, installation_id, number, key, f"@{chatops.neutralise(login, 60)} {reply}",
                      turn, login=login, verb=verb, subject=subject, outcome="ok", role=role,
@@ -923,6 +916,21 @@ class Orchestrator:
         self._audit().record(key=f"{key}:{'done' if outcome == 'ok' else outcome}", actor=login,
                              action=f"chatops_{verb.replace(' ', '_')}", subject=subject, outcome=outcome,
                              **facts)
+
+    def _implement(self, facts: core.EventFacts, number: int, actor: str, turn: Turn) -> str:
+        """`/agent implement`: the same task the task label makes, so the two never make two."""
+        issue = facts.payload.get("issue") or {}
+        if issue.get("pull_request"):
+            return "`/agent implement` works on issues, not on pull requests."
+        spec = core.implement_spec(facts.repository, facts.installation_id, number,
+                                   str(issue.get("title") or ""), f"delivery/{facts.delivery_id}",
+                                   {"event": facts.event, "action": facts.action, "requested_by": actor})
+        outcome = self.dispatch(spec, turn)
+        if outcome == "already":
+            task = self._tasks().get(spec.task_id) or {}
+            return (f"#{number} already has the code agent's task `{spec.task_id}` "
+                    f"({task.get('status', 'unknown')}); `/retry` starts it again if it failed.")
+        return f"Handed #{number} to the code agent: task `{spec.task_id}` ({outcome})."
 
     def _approve(self, waiting: list[dict[str, Any]], login: str, turn: Turn) -> str:
         if not waiting:

@@ -22,8 +22,8 @@ AGENT_PERMISSIONS: Mapping[str, Mapping[str, str]] = {
               "statuses": "read", "vulnerability_alerts": "read"},
     # Branches, commits and PRs from labelled issues; dispatches the workflow implementer.
     "code": {"actions": "write", "contents": "write", "issues": "write", "pull_requests": "write"},
-    # Gates PRs with check runs.
-    "test": {"actions": "read", "checks": "write", "contents": "read", "pull_requests": "write",
+    # Gates PRs with check runs and reviews; re-runs a failed workflow once to tell flaky from broken.
+    "test": {"actions": "write", "checks": "write", "contents": "read", "pull_requests": "write",
              "statuses": "read"},
     "qa": {"checks": "write", "contents": "read", "pull_requests": "write"},
     # GitHub deployments, their statuses, incident issues.

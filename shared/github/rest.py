@@ -45,6 +45,10 @@ class ValidationFailed(GitHubError, PermanentError):
     """422, with GitHub's field errors in the message."""
 
 
+class TooLarge(PermanentError):
+    """A body larger than the caller allows; it was not read to the end."""
+
+
 class RateLimited(GitHubError, RetryableError):
     def __init__(self, message: str, status: int, retry_at: float) -> None:
         super().__init__(message, status)
@@ -340,6 +344,49 @@ class RestClient:
     def _wait(self, seconds: float) -> None:
         self.stats.waited_seconds += seconds
         self._sleep(seconds)
+
+    def download(self, path: str, max_bytes: int, timeout: float = 60.0) -> bytes:
+        """GET a binary body (an artifact's zip) of at most `max_bytes`, following GitHub's redirect.
+
+        GitHub answers an archive download with a 302 to a short-lived signed URL; `requests` drops
+        the Authorization header when the redirect leaves the API's host. Errors are GitHub's
+        typed errors, as for `request`; a body over the cap is TooLarge and is not read further.
+        """
+        import requests
+
+        where = f"GET {path}"
+        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
+                   "User-Agent": USER_AGENT, "Authorization": f"Bearer {self._token()}"}
+        self._pace()
+        self.stats.requests += 1
+        try:
+            response = self._session.request("GET", self._url(path), headers=headers, stream=True,
+                                             timeout=timeout, allow_redirects=True)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ServerError(f"{where}: {type(exc).__name__}") from exc
+        try:
+            if not 200 <= response.status_code < 300:
+                try:
+                    body: Any = response.json()
+                except ValueError:
+                    body = response.text[:200]
+                read_response("GET", path, response.status_code, response.headers, body, self._clock())
+                raise GitHubError(f"{where}: unexpected {response.status_code}", response.status_code)
+            declared = response.headers.get("Content-Length") or ""
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise TooLarge(f"{where}: {declared} bytes, over the {max_bytes}-byte limit")
+            chunks: list[bytes] = []
+            total = 0
+            for chunk in response.iter_content(64 * 1024):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TooLarge(f"{where}: more than the {max_bytes}-byte limit")
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except requests.RequestException as exc:
+            raise ServerError(f"{where}: the download broke off ({type(exc).__name__})") from exc
+        finally:
+            response.close()
 
     @property
     def budget(self) -> int | None:

@@ -453,3 +453,34 @@ def test_an_invalid_policy_is_reported_once_and_blocks_the_code_agent(github, se
     send(GithubEvent(**{**event.__dict__, "delivery_id": str(uuid.uuid4())}))
     assert len(replies(github, 50)) == 1
     assert services.tasks().get(task["task_id"])["status"] == "blocked"
+
+
+def test_agent_implement_makes_the_labels_task_once_and_only_for_a_writer(github, services, send, admin,
+                                                                          taps):
+    github.add_repo(REPO)
+    github.add_issue(REPO, 12, title="Add a greeting")
+    github.set_permission(REPO, "writer", "write")
+    github.set_permission(REPO, "reader", "read")
+
+    refused, _ = comment_event(github, 12, "/agent implement", "reader")
+    send(refused)
+    assert tasks_on(admin, taps, "code", expect=0) == []
+    assert "`/agent implement` needs the **write** role" in replies(github, 12)[-1]
+
+    asked, _ = comment_event(github, 12, "/agent implement", "writer")
+    send(asked)
+    [task] = tasks_on(admin, taps, "code", expect=1)
+    assert task.task_id == core.task_id(core.IMPLEMENT_KIND, REPO, "issue/12")
+    assert task.input_values()["requested_by"] == "@writer"
+    assert f"task `{task.task_id}` (dispatched)" in replies(github, 12)[-1]
+
+    send(labelled(12))  # the label afterwards: the same task, not a second one
+    again, _ = comment_event(github, 12, "/agent implement", "writer")
+    send(again)
+    assert tasks_on(admin, taps, "code", expect=0) == []
+    assert "already has the code agent's task" in replies(github, 12)[-1]
+    assert len([t for t in services.tasks().query(repository=REPO) if t["kind"] == core.IMPLEMENT_KIND]) == 1
+
+    on_pull, _ = comment_event(github, 12, "/agent implement", "writer", pull=True)
+    send(on_pull)
+    assert "works on issues, not on pull requests" in replies(github, 12)[-1]

@@ -260,7 +260,8 @@ def test_a_task_waiting_for_ci_is_woken_by_its_check_suite(
     send(client, project, event("pull_request", pull_opened(5, head)))
     [task] = pulled(admin, taps, "test", expect=1)
     pulled(admin, taps, "qa", expect=1)
-    report(client, project, task, "running", "waiting for CI", waits_for=[f"check_suite:{REPO}@{head}"])
+    report(client, project, task, "running", "waiting for CI", waits_for=[f"check_suite:{REPO}@{head}"],
+           checkpoint={"check_run_id": 41, "reruns": {"9": "failure"}})
 
     suite = in_repo(examples.example("check_suite", "completed"))
     suite["check_suite"]["head_sha"] = head
@@ -272,6 +273,8 @@ def test_a_task_waiting_for_ci_is_woken_by_its_check_suite(
     wake = woken.input_values()["wake"]
     assert (wake["event"], wake["head_sha"]) == ("check_suite", head)
     assert wake["delivery_id"] == completed.delivery_id
+    # What the agent kept between its turns comes back with the wake.
+    assert woken.input_values()["checkpoint"] == {"check_run_id": 41, "reruns": {"9": "failure"}}
 
 
 def test_a_stalled_task_is_retried_then_escalated_with_a_comment(

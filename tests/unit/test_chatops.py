@@ -40,6 +40,9 @@ PARSE_CASES = [
     ("agents-pause-ignores-trailing-words", "/agents pause for the night", [(AGENTS_PAUSE, "", 1)]),
     ("agents-unknown-subcommand", "/agents frobnicate", [(UNKNOWN, "/agents frobnicate", 1)]),
     ("agents-alone", "/agents", [(UNKNOWN, "/agents", 1)]),
+    ("agent-implement", "/agent implement", [(chatops.IMPLEMENT, "", 1)]),
+    ("agent-implement-any-case", "/Agent IMPLEMENT please", [(chatops.IMPLEMENT, "", 1)]),
+    ("agent-unknown-subcommand", "/agent dance", [(UNKNOWN, "/agent dance", 1)]),
     ("other-bots-commands", "/label bug\n/assign @me\n/lgtm", []),
     ("prefix-of-a-verb-is-not-it", "/holdup\n/cancelled", []),
     ("slash-mid-line", "please /hold this", []),
@@ -155,7 +158,8 @@ def test_refusal_names_the_roles_and_cannot_be_turned_into_a_mention():
 
 
 def test_every_verb_names_a_permission_setting():
-    verbs = {HOLD, UNHOLD, RETRY, CANCEL, APPROVE, AGENTS_PAUSE, AGENTS_RESUME, AGENTS_STATUS}
+    verbs = {HOLD, UNHOLD, RETRY, CANCEL, APPROVE, AGENTS_PAUSE, AGENTS_RESUME, AGENTS_STATUS,
+             chatops.IMPLEMENT}
     assert set(chatops.VERB_PERMISSION) == verbs
     assert UNKNOWN not in chatops.VERB_PERMISSION
     for verb, setting in chatops.VERB_PERMISSION.items():

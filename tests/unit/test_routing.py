@@ -47,7 +47,7 @@ ROUTING_CASES = [
      [("test", "test_pull_request", "pull/5@h1"), ("qa", "review_pull_request", "pull/5@h1")]),
     ("pr-edited", "pull_request", "edited", pull("edited"), []),
     ("pr-merged-to-default", "pull_request", "closed", pull("closed", merged=True),
-     [("deploy", "deploy_merge", "merge/abc123")]),
+     [("deploy", "deploy_merge", "merge/abc123"), ("test", "update_baseline", "merge/abc123")]),
     ("pr-closed-unmerged", "pull_request", "closed", pull("closed"), []),
     ("pr-merged-elsewhere", "pull_request", "closed", pull("closed", merged=True, base="release"), []),
     ("pr-merged-without-sha", "pull_request", "closed", pull("closed", merged=True, sha=None), []),
