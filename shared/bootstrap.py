@@ -168,10 +168,55 @@ class Services:
     def consumer(self, name: str) -> Any:
         return self._consumers()[name]
 
+    def llm_client(self, model: str = "") -> Any:
+        """The code agent's LLM client, or None when no provider is configured."""
+        if not self.config.llm_provider:
+            return None
+        from functions.code_agent.llm import LlmClient
+
+        return LlmClient(self.config.llm_provider, self.config.llm_api_url, model or self.config.llm_model,
+                         api_key=self.llm_api_key)
+
+    def llm_api_key(self) -> str:
+        if self.config.llm_api_key:
+            return self.config.llm_api_key
+        return self.secret_source().require(self.config.llm_api_key_secret_id).data.decode().strip()
+
+    def app_login(self) -> str:
+        app = self.github_or_none()
+        return app.identity()[1] if app is not None else ""
+
+    def agent(self, name: str) -> Any:
+        """The agent behind one topic: built ones run, the others say they cannot yet."""
+        if name == "code":
+            from functions.code_agent.agent import CodeAgent
+
+            return CodeAgent(llm=self.llm_client, app_login=self.app_login)
+        if name == "test":
+            from functions.test_agent.agent import TestAgent
+            from functions.test_agent.store import TestStore
+
+            return TestAgent(store=lambda: TestStore(self.firestore()), app_login=self.app_login)
+        if name == "qa":
+            from functions.qa_agent.agent import QaAgent
+
+            return QaAgent()
+        return None
+
+    def agent_runner(self, name: str) -> Any:
+        from functions.placeholder_agent import PlaceholderAgent
+        from shared.agent_runtime import AgentRunner, Links
+
+        agent = self.agent(name)
+        if agent is None:
+            return PlaceholderAgent(name, self.publisher)
+        return AgentRunner(agent, publisher=self.publisher, tasks=self.tasks, audit=self.audit,
+                           github=self.github_or_none, policy_for=_policy_for,
+                           links=Links(self.config.dashboard_url), dry_run=self.config.dry_run)
+
     @_once
     def _consumers(self) -> dict[str, Any]:
         from functions.orchestrator.handler import MESSAGE_TYPES
-        from functions.placeholder_agent import PlaceholderAgent
         from shared.runtime import Consumer
 
         def consumer(name: str, types: dict[str, Any], handler: Any) -> Consumer:
@@ -185,10 +230,21 @@ class Services:
             )
         }
         for agent in topology.AGENTS:
-            consumers[agent.entry_point] = consumer(
-                agent.entry_point, {agent.topic: AgentTask}, PlaceholderAgent(agent.name, self.publisher)
-            )
+            consumers[agent.entry_point] = consumer(agent.entry_point, {agent.topic: AgentTask},
+                                                    self.agent_runner(agent.name))
         return consumers
+
+
+def _policy_for(client: Any, repository: str) -> Any:
+    """The repository's policy as an agent reads it; unreadable means the safe policy."""
+    from shared import policy as policies
+    from shared.errors import PermanentError
+
+    try:
+        return policies.fetch_policy(client, repository)
+    except PermanentError as exc:
+        problem = policies.PolicyProblem(0, 0, "", f"the file cannot be read: {exc}")
+        return policies.PolicyLoad(policies.SAFE_POLICY, "invalid", (problem,))
 
 
 _services: Services | None = None

@@ -474,25 +474,29 @@ def performance_gate(current: Mapping[str, Benchmark], baseline: Mapping[str, Be
 
 def classify_rerun(first_conclusion: str, rerun_conclusion: str | None) -> RerunClass:
     """Classify a test run and its rerun by their check conclusions: failure then success is flaky."""
-    first = _conclusion_class(first_conclusion)
+    first = conclusion_class(first_conclusion)
     if first != "failed":
         return first
     if rerun_conclusion is None:
         return "pending"
-    rerun = _conclusion_class(rerun_conclusion)
+    rerun = conclusion_class(rerun_conclusion)
     if rerun == "passed":
         return "flaky"
     return rerun
 
 
-def _conclusion_class(conclusion: str) -> RerunClass:
+def conclusion_class(conclusion: str, unknown: RerunClass | None = None) -> RerunClass:
+    """passed, failed or pending; an unknown conclusion is `unknown`, or an error when that is None."""
     if conclusion in PASSING_CONCLUSIONS:
         return "passed"
     if conclusion in FAILING_CONCLUSIONS:
         return "failed"
     if conclusion in PENDING_CONCLUSIONS:
         return "pending"
+    if unknown is not None:
+        return unknown
     raise InvalidInput(f"unknown check conclusion {neutralise(conclusion)!r}")
+
 
 
 def verdict(tests_conclusion: str, coverage_result: GateResult | None,

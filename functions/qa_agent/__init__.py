@@ -1,0 +1,1 @@
+"""The QA agent: gates every pull request with a deterministic, explainable risk report."""
