@@ -1006,7 +1006,7 @@ class Orchestrator:
         """Stalled tasks are retried, then escalated; waiting tasks are tried again."""
         now = self._clock()
         turn = Turn(delivery_id=f"sweep-{now:%Y%m%dT%H%M}")
-        retried = escalated = 0
+        retried = escalated = rechecked = 0
         for status in sorted(lifecycle.ACTIVE):
             for task in self._tasks().query(status=status):
                 if task.get("agent") == core.ORCHESTRATOR:
@@ -1016,8 +1016,11 @@ class Orchestrator:
                     installation_id = int(task.get("installation_id") or 0)
                     policy = (self._policy(repository, installation_id, turn).policy if repository
                               else policies.DEFAULT_POLICY)
-                    reason = lifecycle.stall_reason(task, now, timedelta(minutes=policy.heartbeat_minutes))
+                    interval = timedelta(minutes=policy.heartbeat_minutes)
+                    reason = lifecycle.stall_reason(task, now, interval)
                     if not reason:
+                        if lifecycle.needs_recheck(task, now, interval):
+                            rechecked += self._recheck(task, turn)
                         continue
                     if self._stalled(task, reason, policy.max_attempts, turn) == "retry":
                         retried += 1
@@ -1029,9 +1032,21 @@ class Orchestrator:
                                                                        "outcome": "sweep_failed"})
         woken = self.wake_waiting(None, turn)
         summary = (f"{retried} stalled task(s) retried, {escalated} escalated, "
-                   f"{woken} waiting task(s) dispatched")
+                   f"{woken} waiting task(s) dispatched, {rechecked} rechecked")
         return summary + (f"; {turn.failures} could not be handled and wait for the next sweep"
                           if turn.failures else "")
+
+    def _recheck(self, task: Mapping[str, Any], turn: Turn) -> int:
+        """Wake a task that has waited a while for an event, in case the event came and went.
+
+        An agent names what it waits for after it has looked; an event that arrived in between
+        woke nobody. Agents judge from GitHub's state, not from the event, so a recheck is harmless.
+        """
+        facts = core.EventFacts("recheck", "", turn.delivery_id, str(task.get("repository") or ""),
+                                int(task.get("installation_id") or 0), {})
+        before = self._audit().has(f"wake:{task['task_id']}:{task.get('attempt')}:{turn.delivery_id}")
+        self._wake(task, facts, turn)
+        return 0 if before else 1
 
     def _stalled(self, task: Mapping[str, Any], reason: str, max_attempts: int, turn: Turn) -> str:
         task_id, now = str(task["task_id"]), self._clock()

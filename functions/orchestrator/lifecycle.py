@@ -252,6 +252,17 @@ def stall_reason(task: Mapping[str, Any], now: datetime, heartbeat: timedelta) -
     return ""
 
 
+def needs_recheck(task: Mapping[str, Any], now: datetime, interval: timedelta) -> bool:
+    """Whether a task waiting on an event has waited `interval` since its agent last spoke.
+
+    The sweep then wakes it once, so an event that arrived before the wait was recorded is not lost.
+    """
+    if task.get("status") not in ACTIVE or not task.get("waits_for"):
+        return False
+    last = task.get("heartbeat_at") or task.get("dispatched_at")
+    return isinstance(last, datetime) and now - last >= interval
+
+
 def after_stall(retries: int, max_attempts: int) -> str:
     """"retry" while attempts remain, else "escalate" to a human."""
     return "retry" if retries + 1 < max_attempts else "escalate"

@@ -277,6 +277,33 @@ def test_a_task_waiting_for_ci_is_woken_by_its_check_suite(
     assert woken.input_values()["checkpoint"] == {"check_run_id": 41, "reruns": {"9": "failure"}}
 
 
+def test_a_task_waiting_too_long_is_rechecked_once_per_sweep_in_case_its_event_was_missed(
+    repo, function_client, admin, services, project, taps
+):
+    client = function_client("orchestrator")
+    head = "e" * 40
+    send(client, project, event("pull_request", pull_opened(8, head)))
+    [task] = pulled(admin, taps, "test", expect=1)
+    pulled(admin, taps, "qa", expect=1)
+    report(client, project, task, "running", "waiting for CI", waits_for=[f"check_suite:{REPO}@{head}"],
+           checkpoint={"check_run_id": 5})
+    start = datetime.now(timezone.utc)
+
+    def at(minutes: int) -> Orchestrator:
+        return Orchestrator(services.ledger, services.tasks, services.publisher, services.audit,
+                            clock=lambda: start + timedelta(minutes=minutes), github=services.github_or_none)
+
+    assert at(3).sweep().endswith("0 rechecked")  # it spoke moments ago
+    assert pulled(admin, taps, "test", expect=0) == []
+    assert at(12).sweep().endswith("1 rechecked")
+    [woken] = pulled(admin, taps, "test", expect=1)
+    assert (woken.task_id, woken.attempt) == (task.task_id, task.attempt)
+    assert woken.input_values()["wake"]["event"] == "recheck"
+    assert woken.input_values()["checkpoint"] == {"check_run_id": 5}
+    assert at(12).sweep().endswith("0 rechecked")  # the same sweep again: no second wake
+    assert services.tasks().get(task.task_id)["status"] == "running"  # alive: not a stall
+
+
 def test_a_stalled_task_is_retried_then_escalated_with_a_comment(
     repo, function_client, admin, services, project, taps
 ):

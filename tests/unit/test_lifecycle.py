@@ -337,3 +337,19 @@ DEADLINE_CASES = [
                          ids=[c[0] for c in DEADLINE_CASES])
 def test_deadline_for(kind, allowance):
     assert lifecycle.deadline_for(kind, NOW) == NOW + allowance
+
+
+WAITING = ["check_suite:octo/widgets@abc"]
+RECHECK_CASES = [
+    ("waiting-long-since-it-spoke", task(waits_for=WAITING, heartbeat_at=NOW - HEARTBEAT), True),
+    ("waiting-but-just-spoke", task(waits_for=WAITING, heartbeat_at=NOW - timedelta(minutes=3)), False),
+    ("waiting-falls-back-to-dispatch", task(waits_for=WAITING), True),
+    ("working-is-not-rechecked", task(heartbeat_at=NOW - timedelta(hours=1)), False),
+    ("queued-is-not-rechecked", task(QUEUED, waits_for=WAITING), False),
+    ("finished-is-not-rechecked", task(SUCCEEDED, waits_for=WAITING), False),
+]
+
+
+@pytest.mark.parametrize("task,expected", [c[1:] for c in RECHECK_CASES], ids=[c[0] for c in RECHECK_CASES])
+def test_needs_recheck(task, expected):
+    assert lifecycle.needs_recheck(task, NOW, HEARTBEAT) is expected
