@@ -1,35 +1,62 @@
 """A tamper-evident audit trail: hash-chained records in Firestore, and their verification.
 
-Every record belongs to one chain: its repository (`owner/name`), or `system` when it has none, so
-that writers contend per repository and not globally. A record carries `seq` (1, 2, 3... in its
-chain), `prev_hash` (the previous record's `hash`, or 64 zeros for seq 1) and `hash`, the SHA-256 of
-the canonical JSON of its content. `audit_chains/{owner:name}` holds each chain's head (its last
-`seq` and `hash`). An edited record no longer matches its hash; a deleted one leaves a gap in `seq`;
-a removed tail no longer reaches the head.
+Every record belongs to one chain, `<repository>#<kind>`: its repository (`owner/name`, or `system`
+when it has none) and the kind of actor that made it. The kind is the actor itself when it is one of
+the system's own (an agent such as `code` or `test`, the `orchestrator`, or a function's name such
+as `code_agent` or `github_webhook`), and `people` for anyone else, so that every human's commands
+on a repository form one chain. Chains are sharded this way because each record rewrites its
+chain's head in one transaction: a single Firestore document sustains about one write per second,
+and the agents acting on one repository at the same time would all contend on one head (on the
+emulator, waiting out its lock until the transaction gives up). One chain per actor kind lets them
+append side by side.
+
+A record carries `seq` (1, 2, 3... in its chain), `prev_hash` (the previous record's `hash`, or 64
+zeros for seq 1) and `hash`, the SHA-256 of the canonical JSON of its content, `chain` included.
+`audit_chains/{owner:name#kind}` holds each chain's head (its last `seq` and `hash`). What
+tamper-evidence means is unchanged, per chain: each chain is a complete, ordered, hash-linked record
+of one actor kind's actions on one repository. An edited record no longer matches its hash; a
+deleted one leaves a gap in `seq`; a reordered one breaks the links; a removed tail no longer
+reaches the head. Verifying a repository verifies all its chains. Records written before chains were
+sharded have the bare repository (or `system`) as their chain; that is verified as one more chain
+of the repository.
 
 Limits, stated so nobody relies on more: TTL deletes the oldest records, so a chain whose first
 surviving record is above seq 1 is accepted (`starts_at` says where it starts), and deleting a
-chain's oldest records looks the same as their expiry. Someone who can write Firestore and
+chain's oldest records looks the same as their expiry. There is no order across chains: each
+orders one actor kind's records, and records of different kinds are related only by their `at`.
+A chain deleted whole, head and every record, leaves nothing to find (as a repository's whole chain
+did before). The kind is read from the actor alone, so a person whose login is one of the system's
+actor names (`test`, say) is chained with that actor. Someone who can write Firestore and
 recomputes every later hash and the head is not detected; that needs the heads anchored elsewhere.
 
-The pure part (normalise, content_hash, build_record, verify_records) does no I/O and reads no
-clock. FirestoreAuditLog, verify_chains and verify_command are the shell around it.
+The pure part (normalise, content_hash, chain_of, build_record, verify_records) does no I/O and
+reads no clock. FirestoreAuditLog, verify_chains and verify_command are the shell around it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from shared import topology
 from shared.errors import RetryableError
 
 AUDIT = "audit"
 AUDIT_CHAINS = "audit_chains"
 SYSTEM_CHAIN = "system"
+# Separates a chain's repository from its actor kind; neither a GitHub name nor an actor kind holds it.
+KIND_SEPARATOR = "#"
+# The actor kind of every actor that is not one of the system's own: the people.
+PEOPLE = "people"
+# The system's own actors, each with a chain of its own per repository: the agents by name, and every
+# function (the webhook, the orchestrator and the agents' entry points, which drop messages as such).
+SYSTEM_ACTORS: frozenset[str] = frozenset({agent.name for agent in topology.AGENTS} | set(topology.FUNCTIONS))
 GENESIS_HASH = "0" * 64
 
 # Facts that are lifted out of **facts into top-level fields, so the console can filter on them.
@@ -93,17 +120,26 @@ def content_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(content_of(record)).encode("utf-8")).hexdigest()
 
 
-def chain_of(repository: str) -> str:
-    return repository or SYSTEM_CHAIN
+def actor_kind(actor: str) -> str:
+    """The kind of actor a chain is kept for: one of the system's own actors, else `people`."""
+    return actor if actor in SYSTEM_ACTORS else PEOPLE
+
+
+def chain_of(repository: str, actor: str) -> str:
+    """The chain of a record: `<repository or system>#<actor kind>`."""
+    return f"{repository or SYSTEM_CHAIN}{KIND_SEPARATOR}{actor_kind(actor)}"
 
 
 def chain_doc_id(chain: str) -> str:
-    """A chain's `audit_chains` document id: ids cannot hold '/', GitHub names cannot hold ':'."""
+    """A chain's `audit_chains` document id: ids cannot hold '/', GitHub names cannot hold ':'.
+
+    '#' is allowed in a document id, so `octo/widgets#code` is stored as `octo:widgets#code`.
+    """
     return chain.replace("/", ":")
 
 
 def chain_name(text: str) -> str:
-    """The chain a name means, whether written `owner/name` or as its document id `owner:name`."""
+    """The name a text means, whether written `owner/name` or as its document id `owner:name`."""
     return text.replace(":", "/")
 
 
@@ -124,7 +160,7 @@ def build_record(
     at = datetime.fromisoformat(iso_utc(at))  # stored in UTC, as it is hashed
     record: dict[str, Any] = {
         "key": key,
-        "chain": chain_of(lifted["repository"]),
+        "chain": chain_of(lifted["repository"], actor),
         "seq": seq,
         "prev_hash": prev_hash,
         "at": at,
@@ -251,19 +287,37 @@ class FirestoreAuditLog:
 
     def __init__(
         self, client: Any, retention: timedelta = timedelta(days=400),
-        clock: Callable[[], datetime] | None = None, max_attempts: int = 10,
+        clock: Callable[[], datetime] | None = None, max_attempts: int = 10, rounds: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client = client
         self._retention = retention
         self._clock = clock or (lambda: datetime.now(timezone.utc))
-        # Every record of a repository touches its chain head, so allow more contention retries
+        # Every record of one actor kind on one repository touches its chain head, and one agent
+        # may act on a repository from several instances at once, so allow more contention retries
         # than the client's default of 5.
         self._max_attempts = max_attempts
+        self._rounds = rounds
+        self._sleep = sleep
 
     def record(self, key: str, actor: str, action: str, subject: str, outcome: str, **facts: Any) -> None:
+        """Append one record. A contended chain is tried again a few times, after a random pause,
+        before giving up: the record usually follows an effect already made, and giving up means
+        the whole message, effect and all, is tried again."""
+        for attempt in range(1, self._rounds + 1):
+            try:
+                self._record_once(key, actor, action, subject, outcome, facts)
+                return
+            except RetryableError:
+                if attempt == self._rounds:
+                    raise
+                self._sleep(random.uniform(0.1, 0.5) * attempt)  # noqa: S311 (jitter, not a secret)
+
+    def _record_once(self, key: str, actor: str, action: str, subject: str, outcome: str,
+                     facts: dict[str, Any]) -> None:
         from google.cloud import firestore
 
-        chain = chain_of(_text(facts.get("repository", "")))
+        chain = chain_of(_text(facts.get("repository", "")), actor)
         append = firestore.transactional(self._append)
         try:
             append(self._client.transaction(max_attempts=self._max_attempts),
@@ -289,7 +343,7 @@ class FirestoreAuditLog:
         record_ref = self._client.collection(AUDIT).document(record_doc_id(key))
         if record_ref.get(transaction=transaction).exists:
             return  # the same action was audited by an earlier delivery of the same message
-        chain = chain_of(_text(facts.get("repository", "")))
+        chain = chain_of(_text(facts.get("repository", "")), actor)
         head_ref = self._client.collection(AUDIT_CHAINS).document(chain_doc_id(chain))
         head = head_ref.get(transaction=transaction).to_dict() or {}
         now = self._clock()
@@ -305,32 +359,37 @@ def verify_chains(
     client: Any, chains: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[ChainReport]:
-    """Verify the named chains (`owner/name`, `owner:name` or `system`), or every chain.
+    """Verify the named chains, or every chain.
 
-    Every chain means every head in `audit_chains` and every chain named by an `audit` record, so a
-    chain whose head was deleted is still checked.
+    A name (`owner/name` or `owner:name`, with or without `#kind`) is one chain when it has a kind
+    (`octo/widgets#test`), and every chain of that repository when it has none (`octo/widgets`;
+    `system` for the records without one): each head in `audit_chains` whose chain starts with
+    `octo/widgets#`, each chain named by an `audit` record of the repository, so a chain whose head
+    was deleted is still checked, and the bare `octo/widgets` of records written before chains were
+    sharded. A name that finds nothing is reported as an unknown chain. Without names: every head and
+    every chain named by a record.
     """
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
     try:
         if chains:
-            names = sorted({chain_name(name) for name in chains})
-            heads = {}
-            for name in names:
-                head = client.collection(AUDIT_CHAINS).document(chain_doc_id(name)).get().to_dict()
-                if head is not None:
-                    heads[name] = head
+            heads: dict[str, Mapping[str, Any]] = {}
+            names: set[str] = set()
+            for name in {chain_name(text) for text in chains}:
+                found = _chains_named(client, name, heads)
+                names |= found or {name}
         else:
             heads = {head["chain"]: head for head in
                      (doc.to_dict() for doc in client.collection(AUDIT_CHAINS).stream())}
             recorded = {(doc.to_dict() or {}).get("chain")
                         for doc in client.collection(AUDIT).select(["chain"]).stream()}
-            names = sorted(set(heads) | {str(name) for name in recorded if name})
+            names = set(heads) | {str(name) for name in recorded if name}
     except _google_errors() as exc:
         raise RetryableError(f"list audit chains: {exc}") from exc
 
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    ordered = sorted(names)
     reports = []
-    for done, name in enumerate(names, start=1):
+    for done, name in enumerate(ordered, start=1):
         query = client.collection(AUDIT).where(filter=FieldFilter("chain", "==", name))
         try:
             records = [doc.to_dict() for doc in query.stream()]
@@ -338,8 +397,40 @@ def verify_chains(
             raise RetryableError(f"read audit chain {name}: {exc}") from exc
         reports.append(verify_records(records, heads.get(name), chain=name))
         if progress is not None:
-            progress(done, len(names))
+            progress(done, len(ordered))
     return reports
+
+
+def _chains_named(client: Any, name: str, heads: dict[str, Mapping[str, Any]]) -> set[str]:
+    """The chains that exist under `name` (see verify_chains), adding their heads to `heads`."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    def head_of(chain: str) -> None:
+        head = client.collection(AUDIT_CHAINS).document(chain_doc_id(chain)).get().to_dict()
+        if head is not None:
+            heads[chain] = head
+
+    if KIND_SEPARATOR in name:
+        head_of(name)
+        return {name} if name in heads else set()
+    head_of(name)  # a chain written before chains were sharded
+    found = {name} if name in heads else set()
+    # '$' follows '#': every chain `<name>#...`, and nothing else, sorts between them.
+    prefixed = (client.collection(AUDIT_CHAINS)
+                .where(filter=FieldFilter("chain", ">=", f"{name}{KIND_SEPARATOR}"))
+                .where(filter=FieldFilter("chain", "<", f"{name}{chr(ord(KIND_SEPARATOR) + 1)}")))
+    for doc in prefixed.stream():
+        head = doc.to_dict() or {}
+        if head.get("chain"):
+            heads[str(head["chain"])] = head
+            found.add(str(head["chain"]))
+    repository = "" if name == SYSTEM_CHAIN else name
+    records = client.collection(AUDIT).where(filter=FieldFilter("repository", "==", repository))
+    for chain in {(doc.to_dict() or {}).get("chain") for doc in records.select(["chain"]).stream()}:
+        if chain and str(chain) not in found:
+            found.add(str(chain))
+            head_of(str(chain))  # none when deleted; a record naming another repository's chain has one
+    return found
 
 
 def verify_command(

@@ -267,7 +267,9 @@ def parser() -> argparse.ArgumentParser:
         description="Recompute every audit record's hash and check each chain's links, sequence and "
         "head. Exits 1 when a record was edited, deleted or the chain truncated.",
     )
-    verify.add_argument("--chain", action="append", help="one chain: a repository or 'system' (repeatable)")
+    verify.add_argument("--chain", action="append",
+                        help="a repository (all its chains), system, or one chain such as owner/name#test "
+                        "(repeatable)")
     verify.set_defaults(run=_audit_verify)
     show = audit_verbs.add_parser(
         "show", help="the audit trail of one task, oldest first",

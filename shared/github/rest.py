@@ -11,6 +11,7 @@ say); a comment is never posted twice because a response was lost.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -25,6 +26,7 @@ from shared.errors import PermanentError, RetryableError
 API_VERSION = "2022-11-28"
 USER_AGENT = "agent-ops/0.1 (GitHub App backend)"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+_REPOSITORY_PATH = re.compile(r"^/repos/([^/]+/[^/]+)")
 
 
 class GitHubError(Exception):
@@ -233,6 +235,7 @@ class RestClient:
         if self._audit is None:
             return
         digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        repository = _REPOSITORY_PATH.match(path)
         self._audit.record(
             key=f"github:{self._actor}:{self._reason}:{method} {path}:{digest}",
             actor=self._actor or "app",
@@ -241,7 +244,14 @@ class RestClient:
             outcome=outcome,
             task_id=self._reason,
             error=error[:500],
+            repository=repository.group(1) if repository else "",
         )
+
+    def without_audit(self) -> RestClient:
+        """The same client, its writes not audited here: for a caller that audits them itself."""
+        quiet = copy.copy(self)
+        quiet._audit = None
+        return quiet
 
     def _send(self, method: str, path: str, json_body: Any, params: Mapping[str, Any] | None,
               idempotent: bool | None) -> tuple[Any, Mapping[str, str]]:

@@ -1,4 +1,4 @@
-"""The audit chain's pure core: canonical hashing, normalisation and verification of one chain."""
+"""The audit chain's pure core: canonical hashing, normalisation, chain names, verifying one chain."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from shared import topology
 from shared.audit import (
     GENESIS_HASH,
     ChainReport,
+    actor_kind,
     build_record,
     chain_doc_id,
+    chain_name,
+    chain_of,
     content_hash,
     describe,
     normalise,
@@ -22,10 +26,14 @@ from shared.audit import (
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 RETENTION = timedelta(days=400)
 REPO = "octo/widgets"
+CHAIN = "octo/widgets#orchestrator"
 
 
-def make_chain(length: int, repository: str = REPO) -> tuple[list[dict], dict]:
-    """`length` records appended the way the adapter appends them, and the resulting head."""
+def make_chain(length: int, repository: str = REPO, legacy: bool = False) -> tuple[list[dict], dict]:
+    """`length` records appended the way the adapter appends them, and the resulting head.
+
+    `legacy` chains them as records written before chains were sharded were: on the bare repository.
+    """
     records: list[dict] = []
     previous = GENESIS_HASH
     for seq in range(1, length + 1):
@@ -33,6 +41,9 @@ def make_chain(length: int, repository: str = REPO) -> tuple[list[dict], dict]:
                               "dispatched", {"repository": repository, "agent": "test", "attempt": seq},
                               seq=seq, prev_hash=previous, at=NOW + timedelta(seconds=seq),
                               retention=RETENTION)
+        if legacy:
+            record["chain"] = repository
+            rehash(record)
         records.append(record)
         previous = record["hash"]
     last = records[-1]
@@ -47,7 +58,7 @@ def rehash(record: dict) -> None:
 def test_an_untouched_chain_verifies():
     records, head = make_chain(5)
     report = verify_records(records, head)
-    assert report == ChainReport(chain=REPO, records=5, starts_at=1, ok=True, problems=[])
+    assert report == ChainReport(chain=CHAIN, records=5, starts_at=1, ok=True, problems=[])
 
 
 def test_records_are_verified_in_seq_order_whatever_order_they_arrive_in():
@@ -61,7 +72,7 @@ def test_a_record_carries_its_content_fields_and_the_hash_covers_them():
                            "link": "https://github.com/octo/widgets/issues/1", "error": ""},
                           seq=1, prev_hash=GENESIS_HASH, at=NOW, retention=RETENTION)
     assert (record["task_id"], record["delivery_id"], record["repository"], record["chain"]) == (
-        "t-1", "d-1", REPO, REPO)
+        "t-1", "d-1", REPO, "octo/widgets#code")
     assert record["link"] == "https://github.com/octo/widgets/issues/1"
     assert record["facts"] == {"error": ""}
     assert record["expire_at"] == NOW + RETENTION
@@ -92,8 +103,75 @@ def test_records_without_a_repository_go_to_the_system_chain():
     record = build_record("k", "orchestrator", "drop_message", "message/m-1", "too_old", {"reason": "x"},
                           seq=1, prev_hash=GENESIS_HASH, at=NOW, retention=RETENTION)
     lifted = (record["chain"], record["repository"], record["task_id"], record["link"])
-    assert lifted == ("system", "", "", "")
+    assert lifted == ("system#orchestrator", "", "", "")
     assert chain_doc_id(REPO) == "octo:widgets"
+
+
+SYSTEM_ACTORS = sorted({agent.name for agent in topology.AGENTS}
+                       | {agent.entry_point for agent in topology.AGENTS}
+                       | {topology.ORCHESTRATOR_FUNCTION, topology.WEBHOOK_FUNCTION})
+
+
+@pytest.mark.parametrize("actor", SYSTEM_ACTORS)
+def test_each_of_the_systems_own_actors_has_a_chain_per_repository(actor):
+    assert actor_kind(actor) == actor
+    assert chain_of(REPO, actor) == f"octo/widgets#{actor}"
+    assert chain_of("", actor) == f"system#{actor}"
+
+
+def test_the_system_actors_include_the_agents_the_orchestrator_and_the_functions():
+    assert {"code", "test", "qa", "deploy", "scout", "monitor", "orchestrator", "github_webhook",
+            "code_agent", "repo_scout"} <= set(SYSTEM_ACTORS)
+
+
+@pytest.mark.parametrize("actor", ["alice", "octocat", "operator root", "unknown", "app", "", "Code",
+                                   "people", "dependabot[bot]"])
+def test_every_other_actor_is_people(actor):
+    assert actor_kind(actor) == "people"
+    assert chain_of(REPO, actor) == "octo/widgets#people"
+
+
+def test_a_human_actor_goes_to_the_people_chain_and_keeps_the_repository():
+    record = build_record("chatops:1:done", "alice", "chatops_pause", "octo/widgets#7", "ok",
+                          {"repository": REPO}, seq=1, prev_hash=GENESIS_HASH, at=NOW, retention=RETENTION)
+    assert (record["chain"], record["repository"], record["actor"]) == ("octo/widgets#people", REPO, "alice")
+
+
+def test_chain_names_and_document_ids():
+    assert chain_doc_id("octo/widgets#test") == "octo:widgets#test"
+    assert chain_name("octo:widgets#test") == "octo/widgets#test"
+    assert chain_name(chain_doc_id("system#orchestrator")) == "system#orchestrator"
+    assert "/" not in chain_doc_id("octo/widgets#people")
+
+
+def test_two_actors_on_one_repository_keep_two_chains_that_each_verify():
+    chains: dict[str, list[dict]] = {}
+    for n, actor in enumerate(["orchestrator", "test", "test", "orchestrator", "test"], start=1):
+        chain = chains.setdefault(chain_of(REPO, actor), [])
+        record = build_record(f"k{n}", actor, "act", f"task/t{n}", "ok", {"repository": REPO},
+                              seq=len(chain) + 1, prev_hash=chain[-1]["hash"] if chain else GENESIS_HASH,
+                              at=NOW + timedelta(seconds=n), retention=RETENTION)
+        chain.append(record)
+    assert {name: len(rows) for name, rows in chains.items()} == {
+        "octo/widgets#orchestrator": 2, "octo/widgets#test": 3}
+    for name, rows in chains.items():
+        head = {"chain": name, "seq": rows[-1]["seq"], "hash": rows[-1]["hash"]}
+        assert verify_records(rows, head).ok, name
+    # One chain's records are not another's.
+    tests = chains["octo/widgets#test"]
+    mixed = verify_records(tests + chains["octo/widgets#orchestrator"][1:],
+                           {"chain": "octo/widgets#test", "seq": 3, "hash": tests[-1]["hash"]})
+    assert "seq 2 (key 'k4'): belongs to chain 'octo/widgets#orchestrator', not 'octo/widgets#test'" in (
+        mixed.problems)
+
+
+def test_a_chain_written_before_chains_were_sharded_still_verifies():
+    records, head = make_chain(4, legacy=True)
+    assert {r["chain"] for r in records} == {REPO} and head["chain"] == REPO
+    assert verify_records(records, head) == ChainReport(REPO, 4, 1, True, [])
+    records[1]["outcome"] = "failed"
+    assert verify_records(records, head).problems == [
+        "seq 2 (key 'dispatch:t2:1'): hash does not match its content (edited?)"]
 
 
 def edit_field(records, head):
@@ -172,7 +250,8 @@ TAMPERING = [
     ("truncated-tail", truncate_tail, ["head is at seq 5 but the last record is seq 4 (truncated?)"]),
     ("head-rolled-back", head_behind, ["head is at seq 3 but records go to seq 5 (head rolled back?)"]),
     ("head-hash-forged", head_hash_forged, ["head hash does not match seq 5 (edited?)"]),
-    ("head-deleted", delete_head, ["chain head audit_chains/octo:widgets is missing (deleted?)"]),
+    ("head-deleted", delete_head,
+     ["chain head audit_chains/octo:widgets#orchestrator is missing (deleted?)"]),
     # A rehashed record breaks the link to the record after it as well.
     ("reordered", swap_seqs, ["seq 2 (key 'dispatch:t3:1'): prev_hash is not the hash of seq 1",
                               "seq 3 (key 'dispatch:t2:1'): prev_hash is not the hash of seq 2",
@@ -212,19 +291,21 @@ def test_a_chain_whose_oldest_records_expired_still_verifies_from_where_it_start
 
 def test_a_chain_whose_records_all_expired_has_nothing_to_contradict_its_head():
     _, head = make_chain(3)
-    assert verify_records([], head) == ChainReport(REPO, 0, 0, True, [])
+    assert verify_records([], head) == ChainReport(CHAIN, 0, 0, True, [])
 
 
 def test_an_unknown_chain_is_a_problem():
     report = verify_records([], None, chain="octo/nothing")
     assert (report.chain, report.ok) == ("octo/nothing", False)
+    assert report.problems == ["no records and no chain head (unknown chain?)"]
 
 
 def test_records_of_another_chain_are_flagged():
     records, head = make_chain(2)
     other, _ = make_chain(3, repository="octo/other")
     report = verify_records(records + other[2:], head)
-    assert "seq 3 (key 'dispatch:t3:1'): belongs to chain 'octo/other', not 'octo/widgets'" in report.problems
+    assert ("seq 3 (key 'dispatch:t3:1'): belongs to chain 'octo/other#orchestrator', not "
+            "'octo/widgets#orchestrator'") in report.problems
 
 
 class Colour:
@@ -269,11 +350,14 @@ def test_facts_read_back_as_stored_hash_the_same():
     read_back = json.loads(json.dumps({k: v for k, v in record.items() if k not in ("at", "expire_at")}))
     read_back["at"] = datetime(2026, 11, 24, 12, 0, 0, 123, tzinfo=timezone.utc)
     assert content_hash(read_back) == record["hash"]
-    assert verify_records([read_back], {"chain": REPO, "seq": 1, "hash": record["hash"]}).ok
+    assert read_back["chain"] == "octo/widgets#deploy"
+    assert verify_records([read_back], {"chain": "octo/widgets#deploy", "seq": 1, "hash": record["hash"]}).ok
 
 
 def test_describe_prints_one_line_per_chain_and_its_problems_indented():
-    assert describe(ChainReport("system", 42, 1, True, [])) == ["system: 42 records, ok"]
+    assert describe(ChainReport("system#orchestrator", 42, 1, True, [])) == [
+        "system#orchestrator: 42 records, ok"]
+    assert describe(ChainReport("octo/widgets#test", 3, 1, True, [])) == ["octo:widgets#test: 3 records, ok"]
     assert describe(ChainReport(REPO, 17, 1, False, ["seq 9 missing", "head x"])) == [
         "octo:widgets: 17 records, 2 problems", "  seq 9 missing", "  head x"]
     assert describe(ChainReport(REPO, 1, 9, False, ["p"])) == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from shared.github.rest import (
     RateLimited,
     RestClient,
     ServerError,
+    TooLarge,
     ValidationFailed,
     links,
     read_response,
@@ -312,3 +314,64 @@ def test_low_budget_slows_requests_down_instead_of_failing():
     client.request("GET", "/repos/o/r/issues")
     assert slept == [2.0]  # 100 left, 200 s to the reset: one request every 2 s
     assert client.budget == 100
+
+
+def test_writes_are_audited_in_their_repositorys_chain_and_a_quiet_view_audits_none():
+    audit = RecordingAudit()
+    client, _, _ = scripted([(201, {}, COMMENT), (201, {}, COMMENT)], audit=audit, actor="code", reason="t")
+    client.request("POST", "/repos/o/r/issues/3/comments", json_body={"body": "one"})
+    client.without_audit().request("POST", "/repos/o/r/issues/3/comments", json_body={"body": "two"})
+    assert [e["repository"] for e in audit.entries] == ["o/r"]
+
+
+class Binary(requests.adapters.BaseAdapter):
+    """Answers a download with a redirect, then the bytes (or an error), as GitHub's archive URLs do."""
+
+    def __init__(self, body: bytes, status: int = 200, length: str | None = None):
+        super().__init__()
+        self.body, self.status, self.length, self.sent = body, status, length, []
+
+    def send(self, request, **kwargs):
+        self.sent.append((request.url, request.headers.get("Authorization")))
+        response = requests.Response()
+        response.request, response.url = request, request.url
+        if request.url.endswith("/zip"):
+            response.status_code = 302
+            response.headers["Location"] = "https://files.example.com/a.zip"
+            response.raw = io.BytesIO(b"")
+            return response
+        response.status_code = self.status
+        response.headers["Content-Type"] = "application/zip" if self.status == 200 else "application/json"
+        if self.length is not None:
+            response.headers["Content-Length"] = self.length
+        response.raw = io.BytesIO(self.body)
+        return response
+
+    def close(self):
+        return None
+
+
+def binary_client(adapter: Binary) -> RestClient:
+    http = requests.Session()
+    http.mount("https://", adapter)
+    return RestClient(API, token=lambda: "secret-token", session=http)
+
+
+def test_a_download_follows_the_redirect_returns_the_bytes_and_drops_the_token_off_host():
+    adapter = Binary(b"PK\x03\x04\x00\xff binary")
+    data = binary_client(adapter).download("/repos/o/r/actions/artifacts/5/zip", max_bytes=1024)
+    assert data == b"PK\x03\x04\x00\xff binary"
+    assert adapter.sent[0] == (f"{API}/repos/o/r/actions/artifacts/5/zip", "Bearer secret-token")
+    assert adapter.sent[1] == ("https://files.example.com/a.zip", None)  # never sent to another host
+
+
+@pytest.mark.parametrize("length", [None, "4096"], ids=["streamed", "declared"])
+def test_a_download_over_the_cap_is_refused_without_reading_it_all(length):
+    with pytest.raises(TooLarge):
+        binary_client(Binary(b"x" * 4096, length=length)).download("/repos/o/r/actions/artifacts/5/zip", 100)
+
+
+def test_a_download_error_is_githubs_typed_error():
+    adapter = Binary(json.dumps({"message": "Not Found"}).encode(), status=404)
+    with pytest.raises(NotFound):
+        binary_client(adapter).download("/repos/o/r/actions/artifacts/5/zip", 100)
