@@ -62,6 +62,7 @@ OPERATIONS = (
     "repos/get-combined-status-for-ref",
     "actions/list-workflow-runs-for-repo",
     "actions/get-workflow-run",
+    "actions/get-workflow-run-attempt",
     "actions/re-run-workflow",
     "actions/re-run-workflow-failed-jobs",
     "actions/create-workflow-dispatch",

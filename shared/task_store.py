@@ -109,6 +109,19 @@ def run_transaction(client: Any, fn: Callable[..., Any], *args: Any) -> Any:
         raise RetryableError(f"firestore transaction {fn.__name__} contended: {exc}") from exc
 
 
+def merge_checkpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """`new` over `old`, mappings merged key by key; a key is removed only by setting it to None."""
+    merged = dict(old)
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_checkpoint(merged[key], value)
+        elif value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 MAX_CHECKPOINT_BYTES = 16 * 1024
 
 
@@ -466,7 +479,10 @@ class FirestoreTasks:
             if isinstance(details.get("waits_for"), list):
                 updates["waits_for"] = [str(key) for key in details["waits_for"]][:20]
             if isinstance(details.get("checkpoint"), Mapping):
-                updates["checkpoint"] = checkpoint(details["checkpoint"])
+                # Merged, not replaced: two turns of one task can run at once (two events woke it),
+                # and the one that knew less must not erase what the other recorded.
+                updates["checkpoint"] = checkpoint(merge_checkpoint(data.get("checkpoint") or {},
+                                                                    details["checkpoint"]))
             if current != lifecycle.RUNNING:
                 updates["history"] = _history(data, lifecycle.history_entry(
                     now, current, lifecycle.RUNNING, summary, agent))

@@ -323,6 +323,7 @@ class PullTurn:
                                            {"head_sha": sha, "exclude_pull_requests": "true"}),
                       "workflow_runs")
         runs = [run for run in runs if run.get("head_sha") in (None, sha)]
+        self._first_attempts(runs)
         items = [CiItem("check_run", int(run["id"]), _text(run, "name"), _text(run, "status"),
                         _text(run, "conclusion"), app=str((run.get("app") or {}).get("slug") or ""),
                         url=_text(run, "details_url") or _text(run, "html_url"))
@@ -333,6 +334,25 @@ class PullTurn:
                          _text(run, "conclusion"), attempt=int(run.get("run_attempt") or 1),
                          url=_text(run, "html_url")) for run in runs]
         return runs, items
+
+    def _first_attempts(self, runs: list[dict[str, Any]]) -> None:
+        """How each re-run run's first attempt ended, from GitHub (`attempts/1`), kept in the checkpoint.
+
+        Flaky means failed on the first attempt and passed on a re-run, whoever re-ran it; reading
+        the first attempt from GitHub keeps that true when two turns of the task race and the
+        checkpoint of the turn that asked for the re-run is not back yet.
+        """
+        known = dict(self.checkpoint.get("reruns") or {})
+        for run in runs:
+            run_id = str(run.get("id") or "")
+            if int(run.get("run_attempt") or 1) < 2 or not run_id or run_id in known:
+                continue
+            first = self.client.request("GET", f"/repos/{self.repo}/actions/runs/{run_id}/attempts/1",
+                                        params={"exclude_pull_requests": "true"})
+            if first.get("status") == "completed" and first.get("conclusion"):
+                known[run_id] = str(first["conclusion"])
+        if known:
+            self.checkpoint["reruns"] = known
 
     @property
     def reruns(self) -> dict[str, str]:

@@ -127,6 +127,8 @@ ROUTES: tuple[tuple[str, str, str, Any], ...] = (
     ("GET", "/repos/{owner}/{repo}/commits/{ref}/status", "_combined_status", (("statuses", "read"),)),
     ("GET", "/repos/{owner}/{repo}/actions/runs", "_list_workflow_runs", (("actions", "read"),)),
     ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}", "_get_workflow_run", (("actions", "read"),)),
+    ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}",
+     "_get_workflow_run_attempt", (("actions", "read"),)),
     ("POST", "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun", "_rerun", (("actions", "write"),)),
     ("POST", "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun-failed-jobs", "_rerun_failed",
      (("actions", "write"),)),
@@ -2761,6 +2763,20 @@ class GitHubSandbox:
     def _get_workflow_run(self, call: Call) -> Reply:
         exclude = call.query.get("exclude_pull_requests") == "true"
         return Reply(200, self._workflow_run_object(self._workflow_run_from(call), exclude))
+
+    def _get_workflow_run_attempt(self, call: Call) -> Reply:
+        """The run as it was on one attempt: its number, and its job's status and conclusion then."""
+        run = self._workflow_run_from(call)
+        attempt = self._number(call, "attempt_number")
+        jobs = [self.check_runs[id_] for id_ in run["jobs"] if self.check_runs[id_]["attempt"] == attempt]
+        if not jobs:
+            raise Refused(404, "Not Found")
+        exclude = call.query.get("exclude_pull_requests") == "true"
+        body = self._workflow_run_object(run, exclude)
+        if attempt != run["run_attempt"]:
+            job = jobs[-1]
+            body.update(run_attempt=attempt, status=job["status"], conclusion=job.get("conclusion"))
+        return Reply(200, body)
 
     def _rerun(self, call: Call) -> Reply:
         return self._rerun_run(self._workflow_run_from(call), failed_only=False)

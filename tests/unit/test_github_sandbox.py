@@ -755,6 +755,13 @@ def test_a_rerun_of_a_failed_run_is_attempt_two_with_the_scripted_conclusion(git
     every = test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/jobs", params={"filter": "all"})
     assert [j["run_attempt"] for j in every["jobs"]] == [2, 1]
     assert test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/jobs")["total_count"] == 1
+    first = test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/attempts/1")
+    assert (first["id"], first["run_attempt"], first["conclusion"]) == (run_id, 1, "failure")
+    latest = test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/attempts/2")
+    assert (latest["run_attempt"], latest["conclusion"]) == (2, "success")
+    with pytest.raises(Exception) as no_such_attempt:
+        test.request("GET", f"/repos/{REPO}/actions/runs/{run_id}/attempts/3")
+    assert no_such_attempt.value.status == 404
     with pytest.raises(Exception) as nothing_failed:
         code.request("POST", f"/repos/{REPO}/actions/runs/{run_id}/rerun-failed-jobs")
     assert nothing_failed.value.status == 403

@@ -309,6 +309,22 @@ def test_a_failed_run_is_rerun_once_and_a_pass_on_the_rerun_is_flaky(harness, gi
     assert len(reruns) == 1
 
 
+def test_a_rerun_is_flaky_even_when_the_turn_that_asked_for_it_left_no_checkpoint(harness, github):
+    # Two events woke the task at once; the turn that sees the re-run's pass never got the
+    # checkpoint of the turn that asked for it. The first attempt's failure is read from GitHub.
+    pull = open_pull(github)
+    sha = pull["head"]["sha"]
+    run_id = github.run_workflow(REPO, "ci", sha, conclusion="failure")
+    github.script_rerun(REPO, run_id, "success")
+    harness.turn(pull)  # re-runs it; its checkpoint is dropped below
+
+    raced = harness.turn(pull, {})
+
+    assert raced.status == SUCCEEDED and raced.details["flaky"] == ["ci"]
+    assert raced.checkpoint["reruns"] == {str(run_id): "failure"}
+    assert len([r for r in github.requests if r[1].endswith("/rerun-failed-jobs")]) == 1
+
+
 def test_a_rerun_github_refuses_is_a_failure_not_a_wait(harness, github, monkeypatch):
     # A token without `actions: write` (an installation that did not accept the new permission).
     monkeypatch.setitem(permissions.AGENT_PERMISSIONS, "test",
