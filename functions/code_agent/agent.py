@@ -486,13 +486,13 @@ class Work:
     def finish(self, pull: Mapping[str, Any]) -> Outcome:
         labels = self.policy.labels
         number = int(pull["number"])
-        self.say(f"✅ **Opened #{number}** from `{self.branch}`. The test and QA agents gate it; a human "
-                 "reviews and merges it.", f"pull-{number}")
         try:
             self.ctx.apply(RemoveLabel(self.repo, self.number, labels["in_progress"],
                                        key=self.ctx.key("done-label", number)))
         except PermanentError:
             pass
+        self.say(f"✅ **Opened #{number}** from `{self.branch}`. The test and QA agents gate it; a human "
+                 "reviews and merges it.", f"pull-{number}")
         head = str((pull.get("head") or {}).get("sha") or "")
         return Outcome(SUCCEEDED, f"opened #{number} from {self.branch}", checkpoint=self.checkpoint,
                        cost=self.cost or None,

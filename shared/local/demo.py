@@ -21,6 +21,37 @@ from shared.errors import ConfigError
 
 REPO = "octo/widgets"
 PASSED, SKIPPED, FAILED = "passed", "SKIPPED", "FAILED"
+# The issue carries its change as a patch, so the code agent's `patch` implementer (the default)
+# makes the pull request; alice, an admin, wrote it. Each run adds its own module, so the demo can
+# be played again on the same organisation.
+def version_issue(tag: str) -> str:
+    return f"""The service should report its version at /version.
+
+```diff
+--- /dev/null
++++ b/app/version_{tag}.py
+@@ -0,0 +1,5 @@
++VERSION = "1.1.0"
++
++
++def version() -> dict:
++    return {{"version": VERSION}}
+--- /dev/null
++++ b/tests/test_version_{tag}.py
+@@ -0,0 +1,5 @@
++from app.version_{tag} import version
++
++
++def test_version():
++    assert version() == {{"version": "1.1.0"}}
+```
+"""
+
+
+DEMO_COVERAGE = json.dumps({"meta": {"version": "7.6.1"}, "files": {
+    "app/main.py": {"summary": {"covered_lines": 2, "num_statements": 2}},
+    "app/version.py": {"summary": {"covered_lines": 3, "num_statements": 3}},
+}, "totals": {"covered_lines": 5, "num_statements": 5}})
 
 
 @dataclass
@@ -175,12 +206,17 @@ class Demo:
         return self.steps
 
     def label_issue(self, step: Step) -> None:
-        issue = self.control.open_issue(REPO, "Add a /version endpoint",
-                                        "The service should report its version at /version.", author="alice")
+        tag = time.strftime("%Y%m%d%H%M%S")
+        issue = self.control.open_issue(REPO, "Add a /version endpoint", version_issue(tag), author="alice")
         self.issue = int(issue["number"])
         self.control.add_label(REPO, self.issue, "agent-task", actor="alice")
         task = self.wait_for("the implement_issue task", lambda: self.tasks("implement_issue", self.issue))
         step.result, step.reason = PASSED, f"task {task[0]['task_id']} created for #{self.issue}"
+
+    def agent_pull(self) -> dict[str, Any] | None:
+        prefix = f"agent/{self.issue}-"
+        return next((p for p in self.control.state()["pulls"] if p["repo"] == REPO
+                     and str(p.get("head_ref") or "").startswith(prefix)), None)
 
     def claim_and_open(self, step: Step) -> None:
         task = self.settled("implement_issue", self.issue)
@@ -190,16 +226,28 @@ class Demo:
             pull = self.control.open_pull(REPO, "add-version", f"Add /version (closes #{self.issue})",
                                           body=f"Closes #{self.issue}", author="bob",
                                           files={"app/version.py": "VERSION = '1.1.0'\n"})
-            self.pull = int(pull["number"])
+            self.pull, self.head = int(pull["number"]), str(pull["head"]["sha"])
             step.reason += f"; bob opened #{self.pull} by hand to go on"
-        else:
-            self.pull = int((task.get("result") or {}).get("pull_number") or 0)
+            return
+        pull = self.agent_pull()
+        if step.result == PASSED and pull is None:
+            step.result, step.reason = FAILED, "the task succeeded but no pull request from agent/ exists"
+            return
+        if pull is not None:
+            self.pull, self.head = int(pull["number"]), str(pull["head_sha"])
+            step.reason = f"#{self.pull} opened from {pull['head_ref']}"
 
     def gates_and_approval(self, step: Step) -> None:
+        # CI reports on the PR's head, with a coverage report the test agent reads.
+        self.control.run_workflow(REPO, "ci", self.head, conclusion="success",
+                                  artifacts={"coverage": {"coverage.json": DEMO_COVERAGE}})
         gates = [self.settled(kind, self.pull) for kind in ("test_pull_request", "review_pull_request")]
         self.control.review(REPO, self.pull, "alice", "APPROVED")
         if all(g.get("status") == "succeeded" for g in gates):
-            step.result, step.reason = PASSED, "tests and review passed; alice approved"
+            runs = {r["name"]: r.get("conclusion") for r in self.control.state()["check_runs"]
+                    if r["head_sha"] == self.head and r["name"].startswith("agent-ops/")}
+            shown = ", ".join(f"{name} {conclusion}" for name, conclusion in sorted(runs.items()))
+            step.result, step.reason = PASSED, f"{shown}; alice approved"
         else:
             self.outcome(step, next(g for g in gates if g.get("status") != "succeeded"), "")
             step.reason += "; alice approved the PR"

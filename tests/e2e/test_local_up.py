@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_run(count: int) -> int:
+    # Below Linux's ephemeral range (32768 and up), where outgoing connections pick their ports.
     for _ in range(200):
-        base = random.randint(20000, 40000)
+        base = random.randint(10000, 32000 - count)
         if not any(port_in_use(base + i) for i in range(count)):
             return base
     raise RuntimeError("no run of free ports")

@@ -67,14 +67,15 @@ def eventually(what: str, condition: Callable[[], Any], timeout: float = 45.0) -
 @pytest.fixture(scope="module")
 def system(tmp_path_factory) -> Iterator[System]:
     state = tmp_path_factory.mktemp("local") / "state"
-    base = free_run(13)
+    base = free_run(14)
     ports = {"webhook": base, "consumers": base + 1, "pubsub": base + 9, "firestore": base + 10,
-             "github": base + 11, "appengine": base + 12}
+             "github": base + 11, "appengine": base + 12, "llm": base + 13}
     project = f"e2e-{base}"
     command = [sys.executable, "-m", "shared.cli", "local", "up", "--project", project,
                "--port", str(ports["webhook"]), "--consumer-port", str(ports["consumers"]),
                "--pubsub-port", str(ports["pubsub"]), "--firestore-port", str(ports["firestore"]),
                "--github-port", str(ports["github"]), "--appengine-port", str(ports["appengine"]),
+               "--llm-port", str(ports["llm"]),
                "--state-dir", str(state)]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -186,6 +187,179 @@ def test_a_delivery_that_failed_while_the_webhook_was_down_is_recovered_by_the_s
     assert json.loads(json.dumps(failed[0]))["event"] == "issues"
 
 
+GADGETS = "octo/gadgets"
+TOKEN_PREFIX = "ghp_"
+
+
+def greeting_patch(name: str) -> str:
+    return (f"Please add a {name} greeting.\n\n```diff\n--- /dev/null\n+++ b/lib/{name}.py\n"
+            f"@@ -0,0 +1,2 @@\n+def {name}():\n+    return '{name}'\n--- /dev/null\n"
+            f"+++ b/tests/test_{name}.py\n@@ -0,0 +1,2 @@\n+def test_{name}():\n+    assert True\n```\n")
+
+
+def coverage(covered: int, total: int = 100) -> dict[str, str]:
+    return {"coverage.json": json.dumps({"meta": {"version": "7.6.1"}, "files": {
+        "lib/x.py": {"summary": {"covered_lines": covered, "num_statements": total}}},
+        "totals": {"covered_lines": covered, "num_statements": total}})}
+
+
+def benchmarks(mean: float) -> dict[str, str]:
+    """pytest-benchmark's JSON (the fixture the gates are tested on), every mean set to `mean`."""
+    report = json.loads((ROOT / "tests" / "fixtures" / "test_agent" / "benchmarks.json").read_text())
+    for entry in report["benchmarks"]:
+        entry["stats"].update(mean=mean, stddev=mean / 100)
+    return {"benchmarks.json": json.dumps(report)}
+
+
+def agent_pull(system: System, repo: str, issue: int) -> dict[str, Any] | None:
+    return next((p for p in system.github.state()["pulls"] if p["repo"] == repo
+                 and str(p.get("head_ref") or "").startswith(f"agent/{issue}-")), None)
+
+
+def check(system: System, sha: str, name: str) -> dict[str, Any] | None:
+    return next((r for r in system.github.state()["check_runs"] if r["head_sha"] == sha and r["name"] == name
+                 and r["status"] == "completed"), None)
+
+
+def waiting_for_ci(system: System, repo: str, number: int) -> dict[str, Any] | None:
+    return next((t for t in system.tasks("test_pull_request", number) if t["repository"] == repo
+                 and t.get("waits_for")), None)
+
+
+def labelled_issue(system: System, repo: str, title: str, body: str, author: str = "bob") -> int:
+    number = int(system.github.open_issue(repo, title, body, author=author)["number"])
+    system.github.add_label(repo, number, "agent-task", actor="alice")
+    return number
+
+
+def test_an_issue_with_a_patch_becomes_one_pull_request_that_the_gates_pass(system):
+    number = labelled_issue(system, REPO, "Add a hello greeting", greeting_patch("hello"))
+    eventually("the claim says where the PR is", lambda: any(
+        "Opened #" in c["body"] for c in system.comments(number)), timeout=90)
+    pull = agent_pull(system, REPO, number)
+    assert pull is not None and any(f"Opened #{pull['number']}" in c["body"] for c in system.comments(number))
+    assert f"Closes #{number}" in pull["body"] and pull["user"] == "agent-ops[bot]"
+    assert pull["requested_teams"] == ["maintainers"]
+    issue = next(i for i in system.github.state()["issues"] if i["repo"] == REPO and i["number"] == number)
+    assert "agent:in-progress" not in issue["labels"]
+
+    eventually("the test agent waiting for CI", lambda: waiting_for_ci(system, REPO, pull["number"]))
+    system.github.run_workflow(REPO, "ci", pull["head_sha"], artifacts={"coverage": coverage(90)})
+    tests = eventually("agent-ops/tests", lambda: check(system, pull["head_sha"], "agent-ops/tests"), 90)
+    qa = eventually("agent-ops/qa", lambda: check(system, pull["head_sha"], "agent-ops/qa"), 90)
+    assert (tests["conclusion"], qa["conclusion"]) == ("success", "success")
+    review = eventually("the test agent's review", lambda: next(
+        (r for r in system.github.state()["reviews"] if r["repo"] == REPO and r["number"] == pull["number"]
+         and r["user"] == "agent-ops[bot]"), None))
+    assert review["state"] == "COMMENTED"  # GitHub lets no App approve its own pull request
+
+    # GitHub delivers the label event again: still one claim, one task, one pull request.
+    labelled = next(d for d in system.github.deliveries() if d.get("event") == "issues"
+                    and d.get("action") == "labeled" and not d.get("redelivery")
+                    and system.github.delivery(d["id"])["request"]["payload"]["issue"]["number"] == number)
+    system.github.redeliver(labelled["id"])
+    system.github.wait_for_deliveries()
+    time.sleep(3)
+    claims = [c for c in system.comments(number) if "agent-ops:code:" in c["body"]]
+    assert len(claims) == 1
+    assert len([t for t in system.tasks("implement_issue", number) if t["repository"] == REPO]) == 1
+    assert len([p for p in system.github.state()["pulls"] if p["repo"] == REPO
+                and str(p["head_ref"]).startswith(f"agent/{number}-")]) == 1
+
+
+def test_an_llm_issue_becomes_a_pull_request_and_no_secret_reaches_the_prompt(system):
+    from sandbox.llm.control import LlmSandboxControl
+
+    local = json.loads((system.state / "local.json").read_text())
+    llm = LlmSandboxControl(local["llm_sandbox_url"])
+    policy = "version: 1\ncode: {implementer: llm}\n"
+    system.github.push_commit(GADGETS, "main", {".github/agent-ops.yml": policy}, author="alice")
+    llm.script_reply("```diff\n--- a/README.md\n+++ b/README.md\n@@ -1,3 +1,5 @@\n # gadgets\n \n"
+                     " A library; nothing here is deployed.\n+\n+Install it with pip.\n```\n"
+                     "Documents how to install the library.")
+    planted = TOKEN_PREFIX + "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp9Oo8"
+    number = labelled_issue(system, GADGETS, "Document the install",
+                            f"README.md should say how to install it. Our CI token is {planted}.")
+    pull = eventually("the agent's pull request", lambda: agent_pull(system, GADGETS, number), timeout=90)
+    assert pull["title"].startswith("Document the install")
+    prompts = json.dumps(llm.requests())
+    assert "README.md should say how to install it" in prompts
+    assert planted not in prompts and "[redacted]" in prompts
+    assert "Bearer" not in prompts and "ghs_" not in prompts
+    task = eventually("the task succeeded", lambda: next(
+        (t for t in system.tasks("implement_issue", number) if t["repository"] == GADGETS
+         and t["status"] == "succeeded"), None))
+    assert task.get("cost_units", 0) > 0  # the model's tokens are the task's cost
+
+
+def test_a_protected_path_is_refused_and_a_failure_is_told_on_the_issue(system):
+    body = "```diff\n--- /dev/null\n+++ b/.github/workflows/evil.yml\n@@ -0,0 +1 @@\n+on: push\n```\n"
+    number = labelled_issue(system, REPO, "Add a workflow", body)
+    told = eventually("the failure on the issue", lambda: next(
+        (c for c in system.comments(number) if "could not finish" in c["body"]), None), timeout=90)
+    assert ".github/workflows/evil.yml" in told["body"] and "`/retry`" in told["body"]
+    issue = next(i for i in system.github.state()["issues"] if i["repo"] == REPO and i["number"] == number)
+    assert "agent:failed" in issue["labels"] and "agent:in-progress" not in issue["labels"]
+    assert agent_pull(system, REPO, number) is None
+    eventually("the task failed", lambda: [t["status"] for t in system.tasks("implement_issue", number)
+                                           if t["repository"] == REPO] == ["failed"])
+
+
+def test_the_gates_catch_a_coverage_drop_a_regression_a_flaky_run_and_a_secret(system):
+    def opened(branch: str, files: dict[str, str]) -> dict[str, Any]:
+        pull = system.github.open_pull(GADGETS, branch, f"Change {branch}", body="Closes #1\n\n- [x] tests",
+                                       author="bob", files={**files, f"tests/test_{branch}.py": "x = 1\n"})
+        eventually("its test task waiting", lambda: waiting_for_ci(system, GADGETS, int(pull["number"])))
+        return pull
+
+    def verdict(pull: dict[str, Any], name: str = "agent-ops/tests") -> dict[str, Any]:
+        return eventually(name, lambda: check(system, pull["head"]["sha"], name), timeout=90)
+
+    base = opened("base", {"lib/a.py": "a = 1\n"})
+    system.github.run_workflow(GADGETS, "ci", base["head"]["sha"],
+                               artifacts={"coverage": coverage(90), "benchmarks": benchmarks(0.010)})
+    assert verdict(base)["conclusion"] == "success"
+    system.github.merge(GADGETS, int(base["number"]), actor="alice")
+    eventually("the baseline promoted", lambda: next(
+        (t for t in system.tasks("update_baseline") if t["repository"] == GADGETS
+         and t["status"] == "succeeded"), None))
+
+    drop = opened("drop", {"lib/b.py": "b = 1\n"})
+    system.github.run_workflow(GADGETS, "ci", drop["head"]["sha"], artifacts={"coverage": coverage(60)})
+    run = verdict(drop)
+    assert run["conclusion"] == "failure" and "Coverage" in run["output"]["summary"]
+    review = eventually("changes requested", lambda: next(
+        (r for r in system.github.state()["reviews"] if r["repo"] == GADGETS
+         and r["number"] == drop["number"] and r["user"] == "agent-ops[bot]"), None))
+    assert review["state"] == "CHANGES_REQUESTED"
+
+    slow = opened("slow", {"lib/c.py": "c = 1\n"})
+    system.github.run_workflow(GADGETS, "ci", slow["head"]["sha"],
+                               artifacts={"coverage": coverage(90), "benchmarks": benchmarks(0.030)})
+    run = verdict(slow)
+    assert run["conclusion"] == "failure" and "test_area_speed" in run["output"]["summary"]
+
+    flaky = opened("flaky", {"lib/d.py": "d = 1\n"})
+    run_id = system.github.run_workflow(GADGETS, "ci", flaky["head"]["sha"], conclusion="failure",
+                                        artifacts={"coverage": coverage(90)})
+    eventually("the failed run re-run once", lambda: next(
+        (r for r in system.github.state()["workflow_runs"] if r["id"] == run_id and r["run_attempt"] == 2),
+        None), timeout=90)
+    system.github.complete_workflow_run(GADGETS, run_id, "success")  # the re-run passes
+    run = verdict(flaky)
+    assert run["conclusion"] == "success"
+    assert "Flaky tests (failed, then passed on rerun)" in run["output"]["summary"]
+    flakes = [d.to_dict() for d in system.firestore.collection("repos").document("octo:gadgets")
+              .collection("flaky").stream()]
+    assert [(f["name"], f["count"]) for f in flakes] == [("ci", 1)]
+
+    token = TOKEN_PREFIX + "Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9St0Uv1Wx2Yz"
+    leak = opened("leak", {"lib/e.py": f"TOKEN = '{token}'\n"})
+    qa = verdict(leak, "agent-ops/qa")
+    assert qa["conclusion"] == "failure" and "lib/e.py:1" in qa["output"]["summary"]
+    assert token not in json.dumps(qa)
+
+
 def test_the_demo_plays_and_never_shows_an_unbuilt_agent_as_done(system):
     played = subprocess.run([sys.executable, "-m", "shared.cli", "local", "demo", "--state-dir",
                              str(system.state), "--step-timeout", "90"], cwd=ROOT, env=system.env(),
@@ -194,9 +368,11 @@ def test_the_demo_plays_and_never_shows_an_unbuilt_agent_as_done(system):
     rows = {line.split("  ")[0].strip(): line for line in played.stdout.splitlines()
             if line.startswith(("an issue", "the code agent", "the gates", "the PR merges", "a fault"))}
     assert " passed " in rows["an issue gets agent-task"]
-    for step in ("the code agent claims it and opens a PR", "the gates run and a human approves",
-                 "the PR merges and is deployed after /approve"):
-        assert " SKIPPED " in rows[step] and "cannot do" in rows[step], rows[step]
+    assert " passed " in rows["the code agent claims it and opens a PR"], rows
+    gates = rows["the gates run and a human approves"]
+    assert " passed " in gates and "agent-ops/tests success" in gates and "agent-ops/qa success" in gates
+    deploy = rows["the PR merges and is deployed after /approve"]
+    assert " SKIPPED " in deploy and "cannot do" in deploy, deploy
     assert " SKIPPED " in rows["a fault causes a rollback and an incident issue"]
     assert "issues.labeled delivered -> 202" in played.stdout  # the live timeline
     assert "waiting_approval -> queued" in played.stdout

@@ -150,12 +150,24 @@ def test_agent_result_is_recorded_once(function_client, admin, services, project
 def test_placeholder_agent_reports_not_implemented_on_agent_results(
     function_client, admin, project, taps
 ):
-    task = AgentTask("t-1", "implement_issue", "code", 1, "o/r", 5, "issue/1", "delivery/x",
+    task = AgentTask("t-1", "deploy_merge", "deploy", 1, "o/r", 5, "merge/abc", "delivery/x",
                      now_millis(), "{}")
-    response = push(function_client("code_agent"), project, "agent-code", task.encode())
+    response = push(function_client("deploy_agent"), project, "agent-deploy", task.encode())
     assert response.status_code == 200
     results = [AgentTaskResult.decode(m.data) for m in drain(admin, taps["results"], expect=1)]
-    assert [(r.task_id, r.agent, r.status) for r in results] == [("t-1", "code", "not_implemented")]
+    assert [(r.task_id, r.agent, r.status) for r in results] == [("t-1", "deploy", "not_implemented")]
+
+
+def test_a_built_agent_without_the_github_app_says_so_instead_of_acting(
+    function_client, admin, project, taps
+):
+    task = AgentTask("t-2", "implement_issue", "code", 1, "o/r", 5, "issue/1", "delivery/x",
+                     now_millis(), json.dumps({"issue_number": 1}))
+    response = push(function_client("code_agent"), project, "agent-code", task.encode())
+    assert response.status_code == 200
+    [result] = [AgentTaskResult.decode(m.data) for m in drain(admin, taps["results"], expect=1)]
+    assert (result.task_id, result.status) == ("t-2", "blocked")
+    assert "needs the GitHub App (GITHUB_APP_ID is not set)" in result.summary
 
 
 BAD_MESSAGES = [

@@ -57,7 +57,7 @@ def test_delivery_flows_webhook_to_orchestrator_to_agents_and_back(
         assert sorted(d["agent"] for d in docs) == ["qa", "test"]
         for doc in docs:
             assert [h["to"] for h in doc["history"]] == ["queued", "dispatched", "blocked"]
-            assert "cannot do" in doc["result"]["summary"]
+            assert "needs the GitHub App" in doc["result"]["summary"]  # no App here: said, not done
 
 
 def test_poison_message_lands_on_the_dead_letter_topic_after_max_attempts(
