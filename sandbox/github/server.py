@@ -891,7 +891,7 @@ class GitHubSandbox:
                            "comments": len(self.comments), "reactions": len(self.reactions),
                            "check_runs": len(checks), "statuses": len(self.statuses),
                            "workflow_runs": len(self.workflow_runs), "deployments": len(self.deployments),
-                           "deliveries": len(self.deliveries),
+                           "deliveries": len(self.deliveries), "requests": len(self.requests),
                            "failed_deliveries": len(failed - delivered),
                            "pending_deliveries": self._sender.pending if self._sender else 0},
                 "faults": self._faults,
