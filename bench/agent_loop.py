@@ -61,7 +61,7 @@ COVERAGE = json.dumps({"meta": {"version": "7.6.1"}, "files": {}, "totals": {"co
 
 def one_issue(control: Any, n: int) -> dict[str, float]:
     state = control.state
-    requests_before = state()["counts"].get("requests", 0)
+    requests_before = state()["requests_served"]
     issue = int(control.open_issue(REPO, f"Bench {n}", patch(n), author="bob")["number"])
     start = time.monotonic()
     control.add_label(REPO, issue, "agent-task", actor="alice")
@@ -86,7 +86,7 @@ def one_issue(control: Any, n: int) -> dict[str, float]:
     until("both gates", gates_done)
     gated = time.monotonic() - ci
     time.sleep(2)  # let the last turns finish before counting
-    requests = state()["counts"].get("requests", 0) - requests_before
+    requests = state()["requests_served"] - requests_before
     return {"claim_s": claimed, "pull_request_s": opened, "gates_s": gated, "github_requests": requests}
 
 
