@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from shared import markdown
 from shared.errors import InvalidInput
 
 MAX_INPUT_BYTES = 20 * 1024 * 1024
@@ -91,25 +92,9 @@ class Verdict:
 # ---------------------------------------------------------------------------------------------
 # Neutralising artifact text
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
-_MENTION = re.compile("@(?!\u200b)")
-_REPLACEMENTS = str.maketrans({
-    "`": "'", "<": "‹", ">": "›", "|": "¦", "&": "＆", "[": "［", "]": "］", "\\": "/",
-})
-
-
 def neutralise(text: str, limit: int = MAX_NAME_CHARS) -> str:
-    """Make artifact text inert in Markdown: no mentions, code spans, HTML, links or table breaks.
-
-    Idempotent, so text neutralised by a gate can safely be neutralised again by the verdict. Long
-    text keeps its head and its tail, where a path's file name is.
-    """
-    inert = _CONTROL.sub(" ", text).translate(_REPLACEMENTS)
-    inert = _MENTION.sub("@\u200b", inert)
-    if len(inert) <= limit:
-        return inert
-    head = (limit - 1) // 2
-    return inert[:head] + "…" + inert[len(inert) - (limit - 1 - head):]
+    """Make artifact text inert in Markdown (see `shared.markdown.neutralise`)."""
+    return markdown.neutralise(text, limit)
 
 
 def _percent(covered: int, valid: int) -> float:

@@ -1,0 +1,1 @@
+"""The monitor agent: probes each service's health endpoints, keeps SLOs and opens one incident per outage."""

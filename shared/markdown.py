@@ -1,0 +1,26 @@
+"""Untrusted text made inert before it goes into Markdown that GitHub renders (comments, check runs,
+issues): no mentions, code spans, HTML, links or table breaks. Pure."""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_MENTION = re.compile("@(?!\u200b)")
+_REPLACEMENTS = str.maketrans({
+    "`": "'", "<": "‹", ">": "›", "|": "¦", "&": "＆", "[": "［", "]": "］", "\\": "/",
+})
+
+
+def neutralise(text: str, limit: int = 100) -> str:
+    """`text` inert in Markdown, at most `limit` characters.
+
+    Idempotent, so text neutralised once can safely be neutralised again. Long text keeps its head
+    and its tail (where a path's file name is).
+    """
+    inert = _CONTROL.sub(" ", text).translate(_REPLACEMENTS)
+    inert = _MENTION.sub("@\u200b", inert)
+    if len(inert) <= limit:
+        return inert
+    head = (limit - 1) // 2
+    return inert[:head] + "…" + inert[len(inert) - (limit - 1 - head):]
