@@ -114,6 +114,8 @@ class TaskContext:
         self._policy: Any = None
         self._publisher = publisher
         self._clock = clock
+        # What the turn has spent so far (LLM tokens): charged even when the turn then fails.
+        self.cost: dict[str, Any] = {}
 
     @property
     def repository(self) -> str:
@@ -142,9 +144,14 @@ class TaskContext:
     def now(self) -> datetime:
         return self._clock()
 
-    def apply(self, action: Action) -> dict[str, Any] | None:
-        """Apply one effect once: GitHub's answer, or None when it was done before (or dry-run)."""
-        return self._executor.apply(action, self.installation_id, self.task.task_id, self.delivery_id)
+    def apply(self, action: Action, raise_refused: bool = False) -> dict[str, Any] | None:
+        """Apply one effect once: GitHub's answer, or None when it was done before (or dry-run).
+
+        A refusal by GitHub is audited and gives None too, unless `raise_refused`: then it raises
+        GitHub's PermanentError, for an effect the task cannot go on without.
+        """
+        return self._executor.apply(action, self.installation_id, self.task.task_id, self.delivery_id,
+                                    raise_refused=raise_refused)
 
     def heartbeat(self, summary: str, waits_for: tuple[str, ...] = (),
                   checkpoint: Mapping[str, Any] | None = None) -> None:
@@ -241,11 +248,11 @@ class AgentRunner:
         except RetryableError:
             raise
         except PermanentError as exc:
-            outcome = Outcome(FAILED, f"{task.kind} failed: {exc}")
+            outcome = Outcome(FAILED, f"{task.kind} failed: {exc}", cost=ctx.cost or None)
         except Exception as exc:  # a bug must still end the task with a word, not in silence
             log.exception("agent failed unexpectedly", extra={"task_id": task.task_id, "outcome": "error"})
             outcome = Outcome(FAILED, f"{task.kind} failed: an internal error ({type(exc).__name__}); "
-                                      "the logs have the details")
+                                      "the logs have the details", cost=ctx.cost or None)
         if outcome.status == FAILED:
             try:
                 self.agent.on_failure(ctx, outcome.summary)

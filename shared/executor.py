@@ -195,17 +195,21 @@ class Executor:
         self._dry_run = dry_run
 
     def apply(
-        self, action: Action, installation_id: int, task_id: str = "", delivery_id: str = ""
+        self, action: Action, installation_id: int, task_id: str = "", delivery_id: str = "",
+        raise_refused: bool = False,
     ) -> dict[str, Any] | None:
         """Apply one action once. Returns GitHub's answer, or None when skipped or refused."""
         audit = self._audit()
-        if audit.has(action.key):
+        if audit.has(action.key) or (self._dry_run and audit.has(f"{action.key}:dry_run")):
             log.info("action already applied", extra={"task_id": task_id, "outcome": "duplicate"})
             return None
         name = type(action).__name__
 
         def done(outcome: str, **facts: Any) -> None:
-            audit.record(key=action.key, actor=self._actor, action=_verb(name), subject=_target(action),
+            # Only a made effect takes the action's key: a refusal or a dry run is recorded beside
+            # it, so a later attempt (or the same one, live) may still make it.
+            key = action.key if outcome == "ok" else f"{action.key}:{outcome}"
+            audit.record(key=key, actor=self._actor, action=_verb(name), subject=_target(action),
                          outcome=outcome, repository=action.repository, task_id=task_id,
                          delivery_id=delivery_id, **facts)
 
@@ -222,6 +226,8 @@ class Executor:
             # retrying would not help, and the message's other effects still stand.
             log.error("GitHub refused %s: %s", name, exc, extra={"task_id": task_id, "outcome": "refused"})
             done("refused", error=str(exc)[:500])
+            if raise_refused:
+                raise
             return None
         done("ok", link=str(answer.get("html_url") or "") if isinstance(answer, dict) else "")
         return answer if isinstance(answer, dict) else {}

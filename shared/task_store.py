@@ -523,6 +523,10 @@ class FirestoreTasks:
             transaction.set(self._repo(repository), {
                 "usage": Usage.from_doc(repo.get("usage")).on(day).plus(cost=cost).to_doc()}, merge=True)
             _count(transaction, self._usage(day), day, cost=cost)
+        if target == lifecycle.WAITING_APPROVAL and isinstance(details.get("checkpoint"), Mapping):
+            # What the agent asked approval for (a digest of the change), to check after the grant.
+            updates["checkpoint"] = checkpoint(merge_checkpoint(data.get("checkpoint") or {},
+                                                                details["checkpoint"]))
         if target == lifecycle.WAITING_APPROVAL:
             # Without details the step is "approval" with no head: only /approve comments count.
             request = details.get("approval") if isinstance(details.get("approval"), Mapping) else {}

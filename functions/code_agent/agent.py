@@ -19,6 +19,8 @@ Any failure is said on the issue (what failed, `/retry`, `/cancel`) with the fai
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -93,6 +95,7 @@ class CodeAgent:
         work.claim()
         existing = work.open_pull()
         if existing:
+            work.request_reviews(existing)  # keyed: a turn that died before asking asks now
             return work.finish(existing)
         implementer = policy.code.implementer
         if not work.committed():
@@ -140,7 +143,8 @@ class Work:
         self.number = int(issue["number"])
         self.client = ctx.client
         self.checkpoint = dict(ctx.checkpoint)
-        self.cost: dict[str, Any] = dict(self.checkpoint.get("cost") or {})
+        self._patch_text = ""
+        self.cost: dict[str, Any] = {}  # this turn's spend; each turn reports only its own
         meta = self.client.request("GET", f"/repos/{self.repo}")
         self.default_branch = str(meta["default_branch"])
         self.branch = str(self.checkpoint.get("branch")
@@ -227,6 +231,7 @@ class Work:
             patch_text, summary = self._from_llm(llm)
         else:
             patch_text, summary = self._from_issue()
+        self._patch_text = patch_text
         try:
             changes = ch.parse_unified_diff(patch_text)
         except InvalidInput as exc:
@@ -277,7 +282,7 @@ class Work:
         used["llm_output_tokens"] = int(used.get("llm_output_tokens") or 0) + completion.output_tokens
         used["units"] = used["llm_input_tokens"] + used["llm_output_tokens"]
         used["model"] = completion.model
-        self.checkpoint["cost"] = used
+        self.ctx.cost = used  # charged even if what follows refuses the answer
         if getattr(completion, "truncated", False):
             raise Refused(f"the model's answer was cut off at {MAX_OUTPUT_TOKENS} tokens; the change is too "
                           "big for one answer")
@@ -306,24 +311,27 @@ class Work:
         if problems:
             raise Refused("; ".join(problems[:10]))
         paths = {p for change in changes for p in (change.path, change.old_path) if p}
-        return self._protected(sorted(paths))
+        return self._protected(sorted(paths), self._patch_text)
 
-    def _protected(self, paths: Sequence[str]) -> Outcome | None:
+    def _protected(self, paths: Sequence[str], change: str = "") -> Outcome | None:
+        """None when no protected path is touched, or the approved change is this one."""
         hit = [(path, ch.protected_by(path, self.policy.protected_paths)) for path in paths]
         hit = [(path, pattern) for path, pattern in hit if pattern]
         if not hit:
             return None
         listed = ", ".join(f"`{ch.neutralise(path, 200)}` ({pattern})" for path, pattern in hit[:10])
         rule = self.policy.approval_for("protected_paths")
+        digest = hashlib.sha256(json.dumps([paths, change], sort_keys=True).encode()).hexdigest()[:24]
         granted = (self.ctx.approval or {}).get("step") == "protected_paths"
-        if granted:
-            return None
+        if granted and self.checkpoint.get("protected_digest") == digest:
+            return None  # approved, and the change is the one that was approved
+        self.checkpoint["protected_digest"] = digest
         if rule is None:
             raise Refused(f"the change touches protected paths: {listed}. Agents may not change them; "
                           "a maintainer can make the change, or configure approvals.protected_paths")
         self.say(f"⏸️ **Waiting for approval.** The change touches protected paths: {listed}.", "protected")
         return Outcome(WAITING_APPROVAL, f"the change touches protected paths: {listed}",
-                       checkpoint=self.checkpoint,
+                       checkpoint=self.checkpoint, cost=self.cost or None,
                        approval={"step": "protected_paths", "pull_number": self.number, "head_sha": "",
                                  "rule": {"count": rule.count, "teams": list(rule.teams),
                                           "users": list(rule.users), "permission": rule.permission}})
@@ -378,12 +386,19 @@ class Work:
     def run_workflow(self) -> Outcome | None:
         """Dispatch the workflow once, then follow it; an Outcome while it runs or when it failed."""
         workflow = self.policy.code.workflow
+        attempt = self.ctx.task.attempt
         self.ensure_branch()
+        dispatched_by = int(self.checkpoint.get("dispatch_attempt") or 0)
+        if self.checkpoint.get("dispatched_at") and dispatched_by != attempt:
+            # A new attempt (/retry, a stall retry): run the workflow again unless its run still goes.
+            last = self._workflow_run(workflow)
+            if last is None or (last.get("status") == "completed" and last.get("conclusion") != "success"):
+                self.checkpoint.pop("dispatched_at", None)
         if not self.checkpoint.get("dispatched_at"):
-            self.checkpoint["dispatched_at"] = self.ctx.now().isoformat()
+            self.checkpoint.update(dispatched_at=self.ctx.now().isoformat(), dispatch_attempt=attempt)
             self.ctx.apply(DispatchWorkflow(self.repo, workflow, self.default_branch,
                                             {"issue": str(self.number), "branch": self.branch},
-                                            key=self.ctx.key("dispatch", self.ctx.task.attempt)))
+                                            key=self.ctx.key("dispatch", attempt)), raise_refused=True)
             self.say(f"⚙️ **Running the `{workflow}` workflow** to make the change on `{self.branch}`.",
                      "dispatched")
         run = self._workflow_run(workflow)
@@ -407,7 +422,8 @@ class Work:
             raise Refused(f"the workflow's change has {len(files)} files and {lines} lines; the limits are "
                           f"{code.max_files} and {code.max_lines}")
         paths = sorted({str(p) for f in files for p in (f.get("filename"), f.get("previous_filename")) if p})
-        waiting = self._protected(paths)
+        waiting = self._protected(paths, str(compare.get("merge_base_commit", {}).get("sha") or "")
+                                  + ":" + str((compare.get("commits") or [{}])[-1].get("sha") or ""))
         if waiting is not None:
             return waiting
         self.checkpoint["summary"] = f"Made by the `{workflow}` workflow ({link})."
@@ -449,6 +465,10 @@ class Work:
             raise PermanentError(f"the pull request from {self.branch} could not be found after opening it")
         self._request_reviews(int(pull["number"]), names)
         return pull
+
+    def request_reviews(self, pull: Mapping[str, Any]) -> None:
+        names = [str(f.get("filename") or "") for f in self._compare().get("files") or []]
+        self._request_reviews(int(pull["number"]), names)
 
     def _request_reviews(self, pull_number: int, paths: Sequence[str]) -> None:
         users, teams = owners.reviewers_for(self._codeowners(), paths)

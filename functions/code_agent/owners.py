@@ -38,7 +38,13 @@ def _globs(pattern: str) -> list[str]:
     if not body:
         return ["**"]
     base = body if anchored or "/" in body else f"**/{body}"
-    globs = [f"{base}/**"] if directory else [base, f"{base}/**"]
+    last = base.rsplit("/", 1)[-1]
+    if directory:
+        globs = [f"{base}/**"]
+    elif "/" in body and any(c in last for c in "*?["):
+        globs = [base]  # `docs/*` owns the files in docs/, not those in its subdirectories
+    else:
+        globs = [base, f"{base}/**"]
     if base.startswith("**/"):
         globs += [g[3:] for g in globs]
     return globs

@@ -68,7 +68,10 @@ def spec_from_task(task: Mapping[str, Any]) -> TaskSpec:
     """The spec of a stored task, to dispatch it again (after a wait, an approval or a retry)."""
     inputs = dict(task.get("inputs") or {})
     approval = task.get("approval") or {}
-    if approval.get("state") == "granted":
+    requested = int(approval.get("requested_attempt") or 0)
+    # A grant lets the attempt it was given for go on, not every later /retry or stall retry.
+    current = int(task.get("attempt") or 1)
+    if approval.get("state") == "granted" and (not requested or current <= requested + 1):
         inputs["approval"] = {
             "step": approval.get("step"),
             "approved_by": list(approval.get("counted") or []),
@@ -551,9 +554,16 @@ class Orchestrator:
         pull_number = int(approval.get("pull_number") or 0)
         client = self._client(installation_id, repository, task_id)
         current_head = head_sha
+        pull = None
         if pull_number:
-            pull = client.request("GET", f"/repos/{repository}/pulls/{pull_number}")
-            author = str((pull.get("user") or {}).get("login") or "")
+            # The number is an issue's when an agent asks before any pull request exists (a change to
+            # a protected path): then only /approve comments count, and the issue's author is the author.
+            issue = client.request("GET", f"/repos/{repository}/issues/{pull_number}")
+            author = str((issue.get("user") or {}).get("login") or "")
+            if issue.get("pull_request"):
+                pull = client.request("GET", f"/repos/{repository}/pulls/{pull_number}")
+                author = str((pull.get("user") or {}).get("login") or "")
+        if pull is not None:
             if step != "deploy":  # a code review is not a deploy approval; the PR's author is known
                 current_head = str((pull.get("head") or {}).get("sha") or "")
                 reviews = list(client.paginate(f"/repos/{repository}/pulls/{pull_number}/reviews"))

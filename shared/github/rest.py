@@ -47,6 +47,10 @@ class ValidationFailed(GitHubError, PermanentError):
     """422, with GitHub's field errors in the message."""
 
 
+class Refused(GitHubError, PermanentError):
+    """Any other 4xx: GitHub will not do it, and asking again will not change that."""
+
+
 class TooLarge(PermanentError):
     """A body larger than the caller allows; it was not read to the end."""
 
@@ -131,6 +135,10 @@ def read_response(
         raise ValidationFailed(f"{where}: validation failed: {message}", status)
     if status >= 500:
         raise ServerError(f"{where}: GitHub answered {status}", status)
+    if status == 401:  # a token that expired or was revoked in flight: a new one is asked for next time
+        raise ServerError(f"{where}: unauthorized: {message}", status)
+    if 400 <= status < 500:  # 400, 409 (an empty repository, a conflict), 410 (gone): retrying cannot help
+        raise Refused(f"{where}: refused ({status}): {message}", status)
     raise GitHubError(f"{where}: unexpected {status}: {message}", status)
 
 

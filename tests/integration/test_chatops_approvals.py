@@ -484,3 +484,28 @@ def test_agent_implement_makes_the_labels_task_once_and_only_for_a_writer(github
     on_pull, _ = comment_event(github, 12, "/agent implement", "writer", pull=True)
     send(on_pull)
     assert "works on issues, not on pull requests" in replies(github, 12)[-1]
+
+
+def test_an_agents_approval_request_on_an_issue_is_granted_by_approve_and_not_by_its_author(
+    github, services, send, admin, taps
+):
+    github.add_repo(REPO)
+    github.add_issue(REPO, 21, title="Change CI", author="writer")
+    github.set_permission(REPO, "writer", "write")
+    github.set_permission(REPO, "keeper", "maintain")
+    send(labelled(21))
+    [task] = tasks_on(admin, taps, "code", expect=1)
+    rule = {"count": 1, "teams": [], "users": [], "permission": "maintain"}
+    send(result(services.tasks().get(task.task_id), "waiting_approval", {
+        "approval": {"step": "protected_paths", "rule": rule, "head_sha": "", "pull_number": 21},
+        "checkpoint": {"protected_digest": "abc"}}), topology.AGENT_RESULTS)
+    waiting = services.tasks().get(task.task_id)
+    assert waiting["status"] == "waiting_approval" and waiting["checkpoint"] == {"protected_digest": "abc"}
+
+    send(comment_event(github, 21, "/approve", "writer")[0])  # the issue's author, and only write
+    assert services.tasks().get(task.task_id)["status"] == "waiting_approval"
+    send(comment_event(github, 21, "/approve", "keeper")[0])
+    [again] = tasks_on(admin, taps, "code", expect=1)
+    assert again.input_values()["approval"]["step"] == "protected_paths"
+    assert again.input_values()["approval"]["approved_by"] == ["keeper"]
+    assert again.input_values()["checkpoint"] == {"protected_digest": "abc"}

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from functions.code_agent.agent import CodeAgent
+from shared.errors import RetryableError
 from tests.support.agents import REPO, harness
 
 PATCH = """\
@@ -167,3 +168,107 @@ def test_a_workflow_that_pushes_nothing_is_a_failure_not_a_success(h):
     done = h.turn(agent(), "implement_issue", inputs(number))
     assert done.status == "failed" and "pushed no commits" in done.summary
     assert pulls(h) == []
+
+
+def protected_issue(h, text: str = "on: push") -> int:
+    h.github.set_file(REPO, ".github/agent-ops.yml",
+                      "version: 1\napprovals:\n  protected_paths: {count: 1, permission: maintain}\n")
+    body = f"```diff\n--- /dev/null\n+++ b/.github/workflows/x.yml\n@@ -0,0 +1 @@\n+{text}\n```\n"
+    return issue(h, body)
+
+
+def test_a_protected_path_waits_for_its_approval_and_goes_only_with_the_change_approved(h):
+    number = protected_issue(h)
+    waiting = h.turn(agent(), "implement_issue", inputs(number))
+    assert waiting.status == "waiting_approval", waiting.summary
+    request = waiting.detail_values()["approval"]
+    assert (request["step"], request["pull_number"], request["rule"]["permission"]) == (
+        "protected_paths", number, "maintain")
+    assert pulls(h) == []
+
+    # A grant is for the change it was asked for: another change (here another issue's task,
+    # standing in for an edited issue) is not approved by it.
+    granted = {"step": "protected_paths", "approved_by": ["alice"], "head_sha": ""}
+    other = protected_issue(h, "on: [push, pull_request]")
+    again = h.turn(agent(), "implement_issue", inputs(other), task_id="task-2", approval=granted)
+    assert again.status == "waiting_approval"  # nothing approved for this task's change yet
+
+    done = h.turn(agent(), "implement_issue", inputs(number), approval=granted)
+    assert done.status == "succeeded", done.summary
+    [pull] = [p for p in pulls(h) if p["head_ref"].startswith(f"agent/{number}-")]
+    assert ".github/workflows/x.yml" in h.github.files(REPO, pull["head_ref"])
+
+
+def test_a_retry_of_a_failed_workflow_runs_it_again(h):
+    h.github.set_file(REPO, ".github/agent-ops.yml", "version: 1\ncode: {implementer: workflow}\n")
+    number = issue(h, "Make the greeting.")
+    h.turn(agent(), "implement_issue", inputs(number))
+    [run] = [r for r in h.github.state()["workflow_runs"] if r.get("event") == "workflow_dispatch"]
+    h.github.complete_workflow_run(REPO, run["id"], "failure")
+    failed = h.turn(agent(), "implement_issue", inputs(number))
+    assert failed.status == "failed" and "ended failure" in failed.summary
+
+    retry = h.turn(agent(), "implement_issue", inputs(number), attempt=2)
+    assert retry.status == "running"
+    assert len(h.github.state()["dispatches"]) == 2
+
+
+def test_a_dispatch_that_gets_a_502_is_retried_and_not_taken_as_done(h):
+    h.github.set_file(REPO, ".github/agent-ops.yml", "version: 1\ncode: {implementer: workflow}\n")
+    number = issue(h, "Make the greeting.")
+    h.github.inject_fault("server_error", count=1, path_prefix=f"/repos/{REPO}/actions/workflows/")
+    with pytest.raises(RetryableError):  # the message is retried by Pub/Sub
+        h.turn(agent(), "implement_issue", inputs(number))
+    assert h.github.state()["dispatches"] == []
+    assert h.turn(agent(), "implement_issue", inputs(number)).status == "running"
+    assert len(h.github.state()["dispatches"]) == 1
+
+
+@pytest.fixture
+def llm():
+    from sandbox.llm.server import LlmSandbox
+
+    sandbox = LlmSandbox("test-key")
+    url = sandbox.start()
+    yield sandbox, url
+    sandbox.close()
+
+
+def llm_agent(url: str) -> CodeAgent:
+    from functions.code_agent.llm import LlmClient
+
+    return CodeAgent(llm=lambda model: LlmClient("anthropic", url, model or "m", api_key=lambda: "test-key"),
+                     app_login=lambda: "agent-ops[bot]")
+
+
+LLM_DIFF = ("```diff\n--- a/README.md\n+++ b/README.md\n@@ -1,3 +1,4 @@\n # widgets\n \n"
+            " A small service the agents look after.\n+It greets people.\n```\nSays what it does.")
+
+
+def test_the_llm_implementer_commits_the_models_diff_and_reports_its_tokens(h, llm):
+    sandbox, url = llm
+    h.github.set_file(REPO, ".github/agent-ops.yml", "version: 1\ncode: {implementer: llm}\n")
+    sandbox.script_reply(LLM_DIFF)
+    secret = "ghp_" + "Q" * 36
+    number = issue(h, f"Explain the service in README.md. Deploy key: {secret}")
+    result = h.turn(llm_agent(url), "implement_issue", inputs(number))
+    assert result.status == "succeeded", result.summary
+    [pull] = pulls(h)
+    assert "It greets people." in h.github.files(REPO, pull["head_ref"])["README.md"]
+    assert "Says what it does." in pull["body"]
+    cost = result.detail_values()["cost"]
+    assert cost["units"] == cost["llm_input_tokens"] + cost["llm_output_tokens"] > 0
+    [request] = sandbox.requests()
+    sent = str(request)
+    assert "# widgets" in sent and secret not in sent and "test-key" not in sent
+
+
+def test_an_llm_answer_without_a_diff_fails_truthfully_and_still_costs_its_tokens(h, llm):
+    sandbox, url = llm
+    h.github.set_file(REPO, ".github/agent-ops.yml", "version: 1\ncode: {implementer: llm}\n")
+    sandbox.script_reply("I would rather not.")
+    number = issue(h, "Explain the service in README.md.")
+    result = h.turn(llm_agent(url), "implement_issue", inputs(number))
+    assert result.status == "failed" and "no diff" in result.summary
+    assert result.detail_values()["cost"]["units"] > 0
+    assert pulls(h) == [] and "agent:failed" in h.github.labels(REPO, number)

@@ -90,14 +90,18 @@ def test_dry_run_records_and_sends_nothing():
     client, audit = RecordingClient(), MemoryAudit()
     executor = ex.Executor(lambda: audit, lambda *_: client, dry_run=True)
     assert executor.apply(ex.OpenPullRequest(REPO, "agent/1-a", "main", "t", "b", key="p"), 1) is None
-    assert client.sent == [] and audit.records["p"]["outcome"] == "dry_run"
+    assert client.sent == [] and audit.records["p:dry_run"]["outcome"] == "dry_run"
+    assert executor.apply(ex.OpenPullRequest(REPO, "agent/1-a", "main", "t", "b", key="p"), 1) is None
+    live = ex.Executor(lambda: audit, lambda *_: client)  # the same key, live: now it is made
+    assert live.apply(ex.OpenPullRequest(REPO, "agent/1-a", "main", "t", "b", key="p"), 1) is not None
+    assert audit.records["p"]["outcome"] == "ok"
 
 
 def test_an_unknown_review_event_is_refused_and_recorded():
     client, audit = RecordingClient(), MemoryAudit()
     executor = ex.Executor(lambda: audit, lambda *_: client)
     assert executor.apply(ex.SubmitReview(REPO, 9, "c" * 40, "MERGE", "x", key="r"), 1) is None
-    assert client.sent == [] and audit.records["r"]["outcome"] == "refused"
+    assert client.sent == [] and audit.records["r:refused"]["outcome"] == "refused"
 
 
 def test_refusals_from_github_are_recorded_not_raised():
@@ -108,4 +112,7 @@ def test_refusals_from_github_are_recorded_not_raised():
     audit = MemoryAudit()
     executor = ex.Executor(lambda: audit, lambda *_: Refusing())
     assert executor.apply(ex.SubmitReview(REPO, 9, "c" * 40, "APPROVE", "x", key="r"), 1) is None
-    assert "own pull request" in audit.records["r"]["error"]
+    assert "own pull request" in audit.records["r:refused"]["error"]
+    assert not audit.has("r")  # a later attempt may try again
+    with pytest.raises(PermanentError):
+        executor.apply(ex.SubmitReview(REPO, 9, "c" * 40, "APPROVE", "x", key="r"), 1, raise_refused=True)
