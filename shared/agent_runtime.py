@@ -4,6 +4,8 @@ An agent implements `handle(ctx) -> Outcome`. The runner around it:
 - checks the task is for this agent, and that nothing stops it (kill switch, agent or repository
   paused, the issue or PR on hold): a stopped task does nothing and is audited as deferred, and the
   orchestrator's sweep retries it once the stop is lifted;
+- runs one turn of a task at a time: a delivery that finds another turn of the same task running
+  (two events woke it at once) is retried by Pub/Sub a little later, so two turns never both act;
 - gives it a `TaskContext`: the task's inputs, its checkpoint and wake, the repository's policy,
   a GitHub client scoped to the agent's own permissions, and `apply()` for every effect (keyed,
   audited, dry-run aware);
@@ -18,7 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from shared import topology
@@ -34,6 +36,7 @@ RUNNING, SUCCEEDED, FAILED, WAITING_APPROVAL, BLOCKED = (
     "running", "succeeded", "failed", "waiting_approval", "blocked")
 OUTCOME_STATUSES = (RUNNING, SUCCEEDED, FAILED, WAITING_APPROVAL, BLOCKED)
 MAX_SUMMARY = 2000
+TURN_LEASE = timedelta(minutes=5)  # an agent's ack deadline: a crashed turn's lease ends with it
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,15 @@ class AgentRunner:
                 repository=task.repository, task_id=task.task_id, reason=stopped)
             log.info("task deferred: %s", stopped, extra={"task_id": task.task_id, "outcome": "deferred"})
             return
+        if not self._tasks().claim_turn(task.task_id, envelope.message_id, now, TURN_LEASE):
+            # Another turn of this task is running (two events woke it): this delivery waits its turn.
+            raise RetryableError(f"another turn of task {task.task_id} is running; this one is retried")
+        try:
+            self._run_turn(task, envelope)
+        finally:
+            self._tasks().release_turn(task.task_id, envelope.message_id)
+
+    def _run_turn(self, task: AgentTask, envelope: Envelope) -> None:
         ctx = TaskContext(
             task,
             client=lambda: self._client_for(task.installation_id, task.repository, task.task_id),

@@ -27,6 +27,7 @@ from shared.errors import RetryableError
 from shared.ports import Dispatch, TaskSpec
 
 TASKS = "tasks"
+TURNS = "turns"  # tasks/{id}/turns/lease: the agent turn in progress
 CONTROL = "control"
 GLOBAL = "global"
 REPOS = "repos"
@@ -187,6 +188,37 @@ class FirestoreTasks:
             return fn()
         except _google_errors() as exc:
             raise RetryableError(f"read {what}: {exc}") from exc
+
+    # ---- one turn of a task at a time ------------------------------------------------------
+
+    def _lease(self, task_id: str) -> Any:
+        return self._task(task_id).collection(TURNS).document("lease")
+
+    def claim_turn(self, task_id: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+        """Take the task's turn lease for `holder` (a message id); False while another holds it.
+
+        Two events can wake one task at once; without this, two turns would each see no review and
+        each submit one. A lease left by a crashed turn expires after `ttl`.
+        """
+        return self._run(self._claim_turn, task_id, holder, now, ttl)
+
+    def _claim_turn(self, transaction: Any, task_id: str, holder: str, now: datetime,
+                    ttl: timedelta) -> bool:
+        ref = self._lease(task_id)
+        lease = ref.get(transaction=transaction).to_dict() or {}
+        until = lease.get("until")
+        if lease.get("holder") not in (None, holder) and isinstance(until, datetime) and until > now:
+            return False
+        transaction.set(ref, {"holder": holder, "until": now + ttl, "taken_at": now})
+        return True
+
+    def release_turn(self, task_id: str, holder: str) -> None:
+        self._run(self._release_turn, task_id, holder)
+
+    def _release_turn(self, transaction: Any, task_id: str, holder: str) -> None:
+        ref = self._lease(task_id)
+        if (ref.get(transaction=transaction).to_dict() or {}).get("holder") == holder:
+            transaction.delete(ref)
 
     def stop_reason(self, agent: str, repository: str, number: int = 0) -> str:
         """Why work of `agent` on `repository` (#`number`) must not go on now, or "".

@@ -59,6 +59,12 @@ class NoStops:
     def stop_reason(self, agent: str, repository: str, number: int = 0) -> str:
         return self.stops.get(str(number), "")
 
+    def claim_turn(self, task_id: str, holder: str, now: Any, ttl: Any) -> bool:
+        return True
+
+    def release_turn(self, task_id: str, holder: str) -> None:
+        return None
+
 
 @dataclass
 class Harness:

@@ -428,6 +428,12 @@ class _NoStops:
     def stop_reason(self, agent: str, repository: str, number: int = 0) -> str:
         return ""
 
+    def claim_turn(self, task_id: str, holder: str, now: Any, ttl: Any) -> bool:
+        return True
+
+    def release_turn(self, task_id: str, holder: str) -> None:
+        return None
+
 
 def test_a_merge_promotes_the_heads_measurement_to_the_baseline(harness, github):
     pull = open_pull(github)
