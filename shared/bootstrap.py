@@ -243,8 +243,7 @@ def _policy_for(client: Any, repository: str) -> Any:
     try:
         return policies.fetch_policy(client, repository)
     except PermanentError as exc:
-        problem = policies.PolicyProblem(0, 0, "", f"the file cannot be read: {exc}")
-        return policies.PolicyLoad(policies.SAFE_POLICY, "invalid", (problem,))
+        return policies.unreadable(exc)
 
 
 _services: Services | None = None

@@ -746,6 +746,13 @@ class ContentsClient(Protocol):
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
+def unreadable(reason: object) -> PolicyLoad:
+    """The load for a policy file that cannot be read (forbidden, a suspended installation): the safe
+    policy, with the reason as its one problem."""
+    problem = PolicyProblem(0, 0, "", f"the file cannot be read: {reason}")
+    return PolicyLoad(SAFE_POLICY, "invalid", (problem,))
+
+
 def fetch_policy(client: ContentsClient, repository: str, ref: str | None = None) -> PolicyLoad:
     """The policy of `repository` at `ref` (the default branch when None).
 

@@ -123,6 +123,12 @@ def merge_checkpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def _merged_checkpoint(task: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's checkpoint with `new` merged in, not replaced: a turn that knew less (an earlier
+    turn whose result came in late) must not erase what another recorded."""
+    return checkpoint(merge_checkpoint(task.get("checkpoint") or {}, new))
+
+
 MAX_CHECKPOINT_BYTES = 16 * 1024
 
 
@@ -511,10 +517,7 @@ class FirestoreTasks:
             if isinstance(details.get("waits_for"), list):
                 updates["waits_for"] = [str(key) for key in details["waits_for"]][:20]
             if isinstance(details.get("checkpoint"), Mapping):
-                # Merged, not replaced: two turns of one task can run at once (two events woke it),
-                # and the one that knew less must not erase what the other recorded.
-                updates["checkpoint"] = checkpoint(merge_checkpoint(data.get("checkpoint") or {},
-                                                                    details["checkpoint"]))
+                updates["checkpoint"] = _merged_checkpoint(data, details["checkpoint"])
             if current != lifecycle.RUNNING:
                 updates["history"] = _history(data, lifecycle.history_entry(
                     now, current, lifecycle.RUNNING, summary, agent))
@@ -557,8 +560,7 @@ class FirestoreTasks:
             _count(transaction, self._usage(day), day, cost=cost)
         if target == lifecycle.WAITING_APPROVAL and isinstance(details.get("checkpoint"), Mapping):
             # What the agent asked approval for (a digest of the change), to check after the grant.
-            updates["checkpoint"] = checkpoint(merge_checkpoint(data.get("checkpoint") or {},
-                                                                details["checkpoint"]))
+            updates["checkpoint"] = _merged_checkpoint(data, details["checkpoint"])
         if target == lifecycle.WAITING_APPROVAL:
             # Without details the step is "approval" with no head: only /approve comments count.
             request = details.get("approval") if isinstance(details.get("approval"), Mapping) else {}

@@ -28,9 +28,9 @@ from typing import Any
 
 from functions.code_agent import changes as ch
 from functions.code_agent import owners
+from functions.orchestrator import core
 from shared import policy as policies
 from shared.agent_runtime import (
-    FAILED,
     SUCCEEDED,
     WAITING_APPROVAL,
     Outcome,
@@ -54,7 +54,6 @@ from shared.github.rest import NotFound
 
 log = logging.getLogger("agentops.code")
 
-IMPLEMENT_KIND = "implement_issue"
 MARKER = "<!-- agent-ops:code:{task_id} -->"
 MAX_CONTEXT_FILES = 20
 MAX_FILE_BYTES = 100_000
@@ -80,7 +79,7 @@ class CodeAgent:
     # ---- the turn --------------------------------------------------------------------------
 
     def handle(self, ctx: TaskContext) -> Outcome:
-        if ctx.task.kind != IMPLEMENT_KIND:
+        if ctx.task.kind != core.IMPLEMENT_KIND:
             raise InvalidInput(f"the code agent does not do {ctx.task.kind}")
         number = ctx.number
         repo = ctx.repository
@@ -336,10 +335,11 @@ class Work:
                                  "rule": {"count": rule.count, "teams": list(rule.teams),
                                           "users": list(rule.users), "permission": rule.permission}})
 
-    def _read(self, path: str) -> str | None:
+    def _read(self, path: str, ref: str = "") -> str | None:
+        """A file's text at `ref` (the base commit by default); None when it does not exist."""
         try:
             entry = self.client.request("GET", f"/repos/{self.repo}/contents/{path}",
-                                        params={"ref": self.base_sha})
+                                        params={"ref": ref or self.base_sha})
         except NotFound:
             return None
         if not isinstance(entry, dict) or entry.get("type") != "file":
@@ -488,20 +488,13 @@ class Work:
 
     def _codeowners(self) -> str:
         for path in (".github/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS"):
-            text = self._read_at(path, self.default_branch)
+            try:
+                text = self._read(path, self.default_branch)
+            except Refused:  # not a readable file: no owners from it
+                continue
             if text is not None:
                 return text
         return ""
-
-    def _read_at(self, path: str, ref: str) -> str | None:
-        saved = self.base_sha
-        try:
-            self.base_sha = ref
-            return self._read(path)
-        except Refused:
-            return None
-        finally:
-            self.base_sha = saved
 
     def finish(self, pull: Mapping[str, Any]) -> Outcome:
         labels = self.policy.labels
@@ -523,6 +516,3 @@ def _label_names(issue: Mapping[str, Any]) -> set[str]:
     return {str(label.get("name") if isinstance(label, Mapping) else label)
             for label in issue.get("labels") or []}
 
-
-def failed_outcome(summary: str, cost: Mapping[str, Any] | None) -> Outcome:
-    return Outcome(FAILED, summary, cost=cost)

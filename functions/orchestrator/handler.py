@@ -453,19 +453,20 @@ class Orchestrator:
             for task in self._tasks().query(waits_for=key):
                 self._wake(task, facts, turn)
 
-    def _wake(self, task: Mapping[str, Any], facts: core.EventFacts, turn: Turn) -> None:
+    def _wake(self, task: Mapping[str, Any], facts: core.EventFacts, turn: Turn) -> bool:
+        """Pass the event on to the task's agent (or defer it while stopped); False when done before."""
         if task.get("status") not in lifecycle.ACTIVE:
-            return
+            return False
         key = f"wake:{task['task_id']}:{task.get('attempt')}:{facts.delivery_id}"
         if self._audit().has(key):
-            return
+            return False
         stopped = self._stopped(task)
         if stopped:
             # Nothing continues while stopped: the task stays put until its deadline, and the
             # sweep then retries it with a new attempt, which waits for the stop to be lifted.
             self._audit_task("wake_task", task, "deferred", key=key, reason=stopped,
                              event=f"{facts.event}.{facts.action}", delivery_id=facts.delivery_id)
-            return
+            return True
         message_id = self._publish(
             spec_from_task(task), int(task.get("attempt") or 1), core.wake_summary(facts)
         )
@@ -478,6 +479,7 @@ class Orchestrator:
             message_id=message_id,
             delivery_id=facts.delivery_id,
         )
+        return True
 
     # ---- approvals ------------------------------------------------------------------------
 
@@ -1054,9 +1056,7 @@ class Orchestrator:
         """
         facts = core.EventFacts("recheck", "", turn.delivery_id, str(task.get("repository") or ""),
                                 int(task.get("installation_id") or 0), {})
-        before = self._audit().has(f"wake:{task['task_id']}:{task.get('attempt')}:{turn.delivery_id}")
-        self._wake(task, facts, turn)
-        return 0 if before else 1
+        return 1 if self._wake(task, facts, turn) else 0
 
     def _stalled(self, task: Mapping[str, Any], reason: str, max_attempts: int, turn: Turn) -> str:
         task_id, now = str(task["task_id"]), self._clock()
@@ -1143,8 +1143,7 @@ class Orchestrator:
                 except PermanentError as exc:
                     # Forbidden (a suspended installation, say): the safe policy for anything that
                     # asks, and tasks wait rather than run or end under rules nobody wrote.
-                    problem = policies.PolicyProblem(0, 0, "", f"the file cannot be read: {exc}")
-                    cached = policies.PolicyLoad(policies.SAFE_POLICY, "invalid", (problem,))
+                    cached = policies.unreadable(exc)
                     turn.unreadable[repository] = f"{policies.POLICY_PATH} cannot be read: {exc}"
             turn.policies[repository] = cached
         return cached

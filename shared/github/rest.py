@@ -217,6 +217,10 @@ class RestClient:
         self._write_interval = write_interval
         self._last_write = float("-inf")
 
+    def _headers(self) -> dict[str, str]:
+        return {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
+                "User-Agent": USER_AGENT, "Authorization": f"Bearer {self._token()}"}
+
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else f"{self._base}{path}"
 
@@ -270,12 +274,7 @@ class RestClient:
         attempt = 0
         self._pace()
         while True:
-            headers = {
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": API_VERSION,
-                "User-Agent": USER_AGENT,
-                "Authorization": f"Bearer {self._token()}",
-            }
+            headers = self._headers()
             cached = None
             if method == "GET" and self._cache is not None:
                 cached = self._cache.get(self._scope, _cache_key(url, params))
@@ -373,8 +372,7 @@ class RestClient:
         import requests
 
         where = f"GET {path}"
-        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
-                   "User-Agent": USER_AGENT, "Authorization": f"Bearer {self._token()}"}
+        headers = self._headers()
         self._pace()
         self.stats.requests += 1
         try:

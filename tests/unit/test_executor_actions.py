@@ -8,6 +8,7 @@ import pytest
 
 from shared import executor as ex
 from shared.errors import PermanentError
+from tests.support.agents import MemoryAudit
 from tests.support.openapi import validate_request
 
 REPO = "octo/widgets"
@@ -26,17 +27,6 @@ class RecordingClient:
         if path.endswith("/labels") or "/labels/" in path:
             return [{"name": "x"}]
         return {"id": 7, "number": 9, "html_url": "https://github.com/x"}
-
-
-class MemoryAudit:
-    def __init__(self) -> None:
-        self.records: dict[str, dict[str, Any]] = {}
-
-    def has(self, key: str) -> bool:
-        return key in self.records
-
-    def record(self, key: str, **facts: Any) -> None:
-        self.records.setdefault(key, facts)
 
 
 ACTIONS = [
