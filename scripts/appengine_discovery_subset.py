@@ -1,14 +1,16 @@
-"""Regenerate sandbox/appengine/appengine-v1-subset.json from the App Engine Admin API discovery document.
+"""Regenerate the App Engine sandbox's discovery subsets from Google's discovery documents.
 
 The App Engine sandbox validates every request it receives, and every response it returns, against the
-methods the deploy agent calls. The source is the v1 discovery document shipped in
-google-api-python-client (the same file `discovery.build(..., static_discovery=True)` reads). This keeps
+methods the deploy and monitor agents call: the App Engine Admin API v1 (`appengine-v1-subset.json`) and
+Cloud Monitoring v3's `timeSeries.list` (`monitoring-v3-subset.json`), which the sandbox answers from
+what its versions really served. The source is the discovery documents shipped in
+google-api-python-client (the same files `discovery.build(..., static_discovery=True)` reads). This keeps
 those methods, the global parameters, and the schemas they reference. Usage:
 
     pip install -r requirements.txt
     python scripts/appengine_discovery_subset.py
 
-Add a method id to METHODS when code starts calling a new App Engine method.
+Add a method id to METHODS (or MONITORING_METHODS) when code starts calling a new method.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import json
 import sys
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 PACKAGE = "google-api-python-client"
 DOCUMENT = "appengine.v1.json"
 METHODS = (
+    "appengine.apps.get",
     "appengine.apps.operations.get",
     "appengine.apps.services.get",
     "appengine.apps.services.list",
@@ -38,7 +41,26 @@ TOP_LEVEL = (
     "rootUrl", "mtlsRootUrl", "servicePath", "baseUrl", "basePath", "batchPath", "documentationLink",
     "parameters", "auth",
 )
-OUTPUT = Path(__file__).resolve().parent.parent / "sandbox" / "appengine" / "appengine-v1-subset.json"
+SANDBOX = Path(__file__).resolve().parent.parent / "sandbox" / "appengine"
+OUTPUT = SANDBOX / "appengine-v1-subset.json"
+MONITORING_METHODS = ("monitoring.projects.timeSeries.list",)
+
+
+class Api(NamedTuple):
+    """One discovery document to cut down: where it is, what it is for, and where the subset goes."""
+
+    document: str
+    title: str
+    purpose: str
+    payload_schemas: tuple[str, ...]
+    output: Path
+
+
+APPENGINE = Api(DOCUMENT, "App Engine Admin API v1", "the methods the deploy agent calls",
+                PAYLOAD_SCHEMAS, OUTPUT)
+MONITORING = Api("monitoring.v3.json", "Cloud Monitoring API v3",
+                 "the method that reads App Engine response counts per version", (),
+                 SANDBOX / "monitoring-v3-subset.json")
 
 
 def _refs(node: Any) -> set[str]:
@@ -78,13 +100,14 @@ def _method_ids(resource: dict[str, Any]) -> set[str]:
     return ids
 
 
-def subset(document: dict[str, Any], methods: tuple[str, ...], source: str) -> dict[str, Any]:
+def subset(document: dict[str, Any], methods: tuple[str, ...], source: str,
+           api: Api = APPENGINE) -> dict[str, Any]:
     tree = _prune({"resources": document["resources"]}, methods)
     missing = set(methods) - _method_ids(tree)
     if missing:
         raise SystemExit(f"methods not in the discovery document: {sorted(missing)}")
     schemas: dict[str, Any] = {}
-    pending = _refs(tree) | set(PAYLOAD_SCHEMAS)
+    pending = _refs(tree) | set(api.payload_schemas)
     while pending:
         name = pending.pop()
         if name in schemas:
@@ -93,9 +116,9 @@ def subset(document: dict[str, Any], methods: tuple[str, ...], source: str) -> d
         pending |= _refs(schemas[name])
     return {
         "$comment": (
-            f"A subset of the App Engine Admin API v1 discovery document (revision {document['revision']}) "
-            f"as shipped in {source} (googleapiclient/discovery_cache/documents/{DOCUMENT}, Apache-2.0): "
-            "the methods the deploy agent calls and the schemas they reference. "
+            f"A subset of the {api.title} discovery document (revision {document['revision']}) "
+            f"as shipped in {source} (googleapiclient/discovery_cache/documents/{api.document}, Apache-2.0): "
+            f"{api.purpose} and the schemas they reference. "
             "Regenerate with scripts/appengine_discovery_subset.py."
         ),
         **{key: document[key] for key in TOP_LEVEL if key in document},
@@ -108,15 +131,16 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    try:
-        version = metadata.version(PACKAGE)
-        documents = resources.files("googleapiclient").joinpath("discovery_cache", "documents")
-        text = documents.joinpath(DOCUMENT).read_text()
-    except (metadata.PackageNotFoundError, ModuleNotFoundError) as exc:
-        raise SystemExit(f"{PACKAGE} is not installed: pip install -r requirements.txt") from exc
-    result = subset(json.loads(text), METHODS, f"{PACKAGE}=={version}")
-    OUTPUT.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUTPUT.name}: {len(METHODS)} methods, {len(result['schemas'])} schemas")
+    for api, methods in ((APPENGINE, METHODS), (MONITORING, MONITORING_METHODS)):
+        try:
+            version = metadata.version(PACKAGE)
+            documents = resources.files("googleapiclient").joinpath("discovery_cache", "documents")
+            text = documents.joinpath(api.document).read_text()
+        except (metadata.PackageNotFoundError, ModuleNotFoundError) as exc:
+            raise SystemExit(f"{PACKAGE} is not installed: pip install -r requirements.txt") from exc
+        result = subset(json.loads(text), methods, f"{PACKAGE}=={version}", api)
+        api.output.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {api.output.name}: {len(methods)} methods, {len(result['schemas'])} schemas")
     return 0
 
 

@@ -16,6 +16,10 @@ DEFAULT_MAX_MESSAGE_AGE_SECONDS = 3 * 24 * 3600  # GitHub keeps deliveries redel
 DEFAULT_PUBLISH_TIMEOUT_SECONDS = 5.0  # GitHub waits 10 s for an answer
 DEFAULT_SECRET_CACHE_SECONDS = 300.0
 DEFAULT_DELIVERY_RETENTION_DAYS = 30
+DEFAULT_APPENGINE_API_URL = "https://appengine.googleapis.com"
+DEFAULT_CLOUDBUILD_API_URL = "https://cloudbuild.googleapis.com"
+DEFAULT_MONITORING_API_URL = "https://monitoring.googleapis.com"
+DEPLOY_BACKENDS = ("cloudbuild", "versions")
 # The LLM providers the code agent speaks, with their public API URLs.
 LLM_PROVIDERS = {"": "", "anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com"}
 
@@ -121,6 +125,17 @@ class Config:
     llm_api_key_secret_id: str = topology.LLM_API_KEY_SECRET
     # Where comments link tasks and audit trails; empty: they name the CLI commands instead.
     dashboard_url: str = ""
+    # Google APIs the deploy and monitor agents call; the App Engine sandbox stands in for all three
+    # locally. The App Engine application id is the project's.
+    appengine_api_url: str = DEFAULT_APPENGINE_API_URL
+    cloudbuild_api_url: str = DEFAULT_CLOUDBUILD_API_URL
+    monitoring_api_url: str = DEFAULT_MONITORING_API_URL
+    # How a release is built: "cloudbuild" runs `gcloud app deploy --no-promote` in Cloud Build;
+    # "versions" creates the version with the App Engine versions API (the sandbox, or an image).
+    deploy_backend: str = "cloudbuild"
+    # A Slack incoming webhook for deploy and incident notices; from Secret Manager unless set.
+    slack_webhook_url: str = field(default="", repr=False)
+    slack_webhook_secret_id: str = topology.SLACK_WEBHOOK_SECRET
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -155,6 +170,18 @@ class Config:
         for name, url in (("AGENTOPS_LLM_API_URL", llm_url), ("AGENTOPS_DASHBOARD_URL", dashboard)):
             if url and not url.startswith(("https://", "http://")):
                 raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+        google_urls = {}
+        for name, default in (("AGENTOPS_APPENGINE_API_URL", DEFAULT_APPENGINE_API_URL),
+                              ("AGENTOPS_CLOUDBUILD_API_URL", DEFAULT_CLOUDBUILD_API_URL),
+                              ("AGENTOPS_MONITORING_API_URL", DEFAULT_MONITORING_API_URL)):
+            url = env.get(name, "").strip().rstrip("/") or default
+            if not url.startswith(("https://", "http://")):
+                raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+            google_urls[name] = url
+        backend = env.get("AGENTOPS_DEPLOY_BACKEND", "").strip().lower() or "cloudbuild"
+        if backend not in DEPLOY_BACKENDS:
+            raise ConfigError(f"AGENTOPS_DEPLOY_BACKEND must be one of {', '.join(DEPLOY_BACKENDS)}, "
+                              f"got {backend!r}")
         return cls(
             project=project,
             github_api_url=api_url.rstrip("/"),
@@ -193,6 +220,13 @@ class Config:
             llm_api_key_secret_id=env.get("AGENTOPS_LLM_API_KEY_SECRET_ID", "").strip()
             or topology.LLM_API_KEY_SECRET,
             dashboard_url=dashboard,
+            appengine_api_url=google_urls["AGENTOPS_APPENGINE_API_URL"],
+            cloudbuild_api_url=google_urls["AGENTOPS_CLOUDBUILD_API_URL"],
+            monitoring_api_url=google_urls["AGENTOPS_MONITORING_API_URL"],
+            deploy_backend=backend,
+            slack_webhook_url=_secret_text(env, "SLACK_WEBHOOK_URL"),
+            slack_webhook_secret_id=env.get("AGENTOPS_SLACK_WEBHOOK_SECRET_ID", "").strip()
+            or topology.SLACK_WEBHOOK_SECRET,
         )
 
     def with_overrides(self, **changes: object) -> Config:

@@ -110,10 +110,12 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
 WEBHOOK_SECRET = "github-webhook-secret"
 PRIVATE_KEY_SECRET = "github-app-private-key"
 LLM_API_KEY_SECRET = "llm-api-key"  # only the code agent calls the LLM provider
+SLACK_WEBHOOK_SECRET = "slack-webhook-url"  # deploy and incident notices
 SECRETS: dict[str, tuple[str, ...]] = {
     WEBHOOK_SECRET: (WEBHOOK_FUNCTION,),
     PRIVATE_KEY_SECRET: CONSUMER_FUNCTIONS,
     LLM_API_KEY_SECRET: ("code_agent",),
+    SLACK_WEBHOOK_SECRET: ("deploy_agent", "monitor_agent"),
 }
 
 

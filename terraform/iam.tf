@@ -1,20 +1,29 @@
 # Identities and grants. Least privilege: every function runs as its own service account; each
 # consumer is invoked by its own push service account; roles are granted on the single topic,
 # secret, service account or Cloud Run service they concern. On the project, functions get only
-# Firestore (which has no per-collection IAM) and, for deploy_agent and monitor_agent, App Engine,
-# Cloud Build and Monitoring; the build account gets what function builds need. No basic role
-# (owner, editor, viewer) is used anywhere.
+# Firestore (which has no per-collection IAM), deploy_agent App Engine, Cloud Build and Monitoring
+# reads, and monitor_agent Monitoring reads; the build account gets what function builds need. No
+# basic role (owner, editor, viewer) is used anywhere.
 
 locals {
   # Project-level roles of a function's service account beyond Firestore, which every function
-  # reads and writes. The App Engine and Cloud Build roles let deploy_agent deploy the App Engine
-  # app through Cloud Build.
+  # reads and writes. App Engine, Cloud Build and Monitoring have no narrower resource to grant
+  # on than the project (the app is the project's one application).
   extra_project_roles = {
     deploy_agent = var.enable_app_engine_deploy ? [
+      # Create versions (the versions backend), read the app, its services, versions and
+      # operations, and delete versions that serve no traffic (clean-up). It cannot move traffic,
+      # so a new version is never promoted by this role.
       "roles/appengine.deployer",
+      # Patch a service's traffic split: the canary steps and the one-call rollback.
       "roles/appengine.serviceAdmin",
+      # Create, list (find a release's build by its tag) and read builds that run
+      # `gcloud app deploy --no-promote`; builds.viewer cannot create.
       "roles/cloudbuild.builds.editor",
+      # Read the new version's response counts (timeSeries.list) for the canary analysis.
+      "roles/monitoring.viewer",
     ] : []
+    # Read-only: the monitor probes over HTTP and reads metrics; it never changes App Engine.
     monitor_agent = ["roles/monitoring.viewer"]
   }
 

@@ -3,8 +3,10 @@
 #
 #   printf '%s' "$WEBHOOK_SECRET" | gcloud secrets versions add github-webhook-secret --data-file=-
 #   gcloud secrets versions add github-app-private-key --data-file=app-private-key.pem
+#   printf '%s' "$SLACK_WEBHOOK_URL" | gcloud secrets versions add slack-webhook-url --data-file=-
 #
-# and rotates them the same way. Only the functions named in topology.tf may read each secret.
+# and rotates them the same way. slack-webhook-url (a Slack incoming-webhook URL) is needed only for
+# Slack notices of deploys and incidents. Only the functions named in topology.tf may read each secret.
 
 locals {
   secret_readers = {

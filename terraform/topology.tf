@@ -170,7 +170,8 @@ locals {
       "deploy_agent",
       "monitor_agent",
     ]
-    "llm-api-key" = ["code_agent"]
+    "llm-api-key"       = ["code_agent"]
+    "slack-webhook-url" = ["deploy_agent", "monitor_agent"]
   }
 
   # Cloud Scheduler job => the tick it publishes to schedule-ticks (topology.SCHEDULER_JOBS).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import requests
@@ -66,6 +67,21 @@ class AppEngineControl:
     def reset(self) -> None:
         self._call("POST", "_sandbox/reset")
 
+    def set_clock(self, now: datetime | str | None) -> dict[str, Any]:
+        """Stop the sandbox clock at `now` (an aware datetime or RFC 3339 text), or None for real time.
+
+        The clock buckets the Monitoring response counters and stamps Operations; returns
+        `{"now": ..., "frozen": ...}`.
+        """
+        if isinstance(now, datetime):
+            if now.tzinfo is None:
+                raise ValueError("set_clock needs a timezone-aware datetime")
+            now = now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return self._call("POST", "_sandbox/clock", json={"now": now})
+
+    def clock(self) -> dict[str, Any]:
+        return self._call("GET", "_sandbox/clock")
+
     def router_url(self, service: str) -> str:
         return self._call("GET", f"_sandbox/services/{service}")["router_url"]
 
@@ -118,6 +134,14 @@ class AppEngineControl:
             split["shardBy"] = shard_by
         return self._call("PATCH", f"v1/apps/{self.app}/services/{service}",
                           params={"updateMask": update_mask}, json={"split": split})
+
+    def get_application(self) -> dict[str, Any]:
+        """apps.get."""
+        return self._call("GET", f"v1/apps/{self.app}")
+
+    def list_time_series(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Cloud Monitoring's projects.timeSeries.list (the project is the app id), with raw parameters."""
+        return self._call("GET", f"v3/projects/{self.app}/timeSeries", params=params)
 
     def get_operation(self, name: str) -> dict[str, Any]:
         """apps.operations.get, by the Operation's name (`apps/{app}/operations/{id}`)."""

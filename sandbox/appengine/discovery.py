@@ -1,7 +1,8 @@
-"""The App Engine Admin API methods the sandbox serves, and validation of requests and responses against them.
+"""The Google API methods the sandbox serves, and validation of requests and responses against them.
 
-The source of truth is `appengine-v1-subset.json` beside this file: a subset of Google's discovery
-document (see scripts/appengine_discovery_subset.py). Discovery schemas are translated to JSON Schema:
+The sources of truth are the subsets beside this file: `appengine-v1-subset.json` (the App Engine Admin
+API) and `monitoring-v3-subset.json` (Cloud Monitoring's `timeSeries.list`), cut from Google's discovery
+documents by scripts/appengine_discovery_subset.py. Discovery schemas are translated to JSON Schema:
 `type`, `properties`, `items`, `additionalProperties`, `$ref`, `enum` and `format`. An object may hold
 only the properties its schema names, and a property of type `any` holds anything.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import jsonschema
 
 SUBSET_PATH = Path(__file__).resolve().with_name("appengine-v1-subset.json")
+MONITORING_SUBSET_PATH = Path(__file__).resolve().with_name("monitoring-v3-subset.json")
 TYPE_URL_PREFIX = "type.googleapis.com/"
 # The proto message each "@type" in an Operation's metadata or response names, and its discovery schema.
 PAYLOAD_TYPES = {
@@ -93,10 +95,30 @@ def _methods_of(resource: dict[str, Any]) -> Iterable[dict[str, Any]]:
         yield from _methods_of(child)
 
 
-def _path_pattern(flat_path: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[^}]+\})", flat_path)
-    regex = "".join(f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part) for part in parts)
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """A regex for a URI template: `{name}` is one path segment, `{+name}` (reserved expansion) any."""
+    parts = re.split(r"(\{[^}]+\})", template)
+    regex = ""
+    for part in parts:
+        if part.startswith("{+"):
+            regex += f"(?P<{part[2:-1]}>.+)"
+        elif part.startswith("{"):
+            regex += f"(?P<{part[1:-1]}>[^/]+)"
+        else:
+            regex += re.escape(part)
     return re.compile(f"^/{regex}$")
+
+
+def _template(entry: dict[str, Any]) -> str:
+    """The flat path when every variable in it is a declared parameter, else the `{+name}` path.
+
+    App Engine declares `appsId`, `servicesId`... for its flat paths; Monitoring declares only `name`
+    (`v3/{+name}/timeSeries`), so its flat path's `projectsId` is no parameter at all.
+    """
+    variables = re.findall(r"\{([^}]+)\}", entry["flatPath"])
+    if all(variable in entry.get("parameters", {}) for variable in variables):
+        return entry["flatPath"]
+    return entry["path"]
 
 
 def _where(schema_name: str, path: Iterable[Any]) -> str:
@@ -126,11 +148,12 @@ class Discovery:
         self.global_parameters: dict[str, dict[str, Any]] = document.get("parameters", {})
         self.methods: dict[str, Method] = {}
         for entry in _methods_of(document):
+            template = _template(entry)
             self.methods[entry["id"]] = Method(
                 id=entry["id"],
                 http_method=entry["httpMethod"],
-                path=entry["flatPath"],
-                pattern=_path_pattern(entry["flatPath"]),
+                path=template,
+                pattern=_path_pattern(template),
                 parameters=entry.get("parameters", {}),
                 request=entry.get("request", {}).get("$ref"),
                 response=entry.get("response", {}).get("$ref"),
@@ -138,8 +161,13 @@ class Discovery:
 
     @classmethod
     @functools.cache
-    def load(cls) -> Discovery:
-        return cls(json.loads(SUBSET_PATH.read_text()))
+    def load(cls, path: Path = SUBSET_PATH) -> Discovery:
+        """The subset at `path` (by default the App Engine Admin API's), parsed once per process."""
+        return cls(json.loads(path.read_text()))
+
+    @classmethod
+    def monitoring(cls) -> Discovery:
+        return cls.load(MONITORING_SUBSET_PATH)
 
     @functools.cache  # noqa: B019 - one instance per document, alive for the process
     def validator(self, schema_name: str) -> jsonschema.Draft202012Validator:
@@ -169,7 +197,10 @@ class Discovery:
 
     def check_parameters(self, method: Method, path_values: dict[str, str],
                          query: list[tuple[str, str]]) -> dict[str, Any]:
-        """A request's path and query parameters, typed; InvalidRequest on any the method forbids."""
+        """A request's path and query parameters, typed; InvalidRequest on any the method forbids.
+
+        A repeated parameter's value is the list of every value given.
+        """
         values: dict[str, Any] = {}
         for name, value in path_values.items():
             if not value:
@@ -184,7 +215,10 @@ class Discovery:
             if name in seen and not spec.get("repeated"):
                 raise InvalidRequest(f"query parameter {name} is given more than once")
             seen.add(name)
-            values[name] = self._typed(name, spec, raw)
+            if spec.get("repeated"):
+                values.setdefault(name, []).append(self._typed(name, spec, raw))
+            else:
+                values[name] = self._typed(name, spec, raw)
         for name, spec in method.parameters.items():
             if spec.get("required") and name not in values:
                 raise InvalidRequest(f"required parameter {name} is missing")
@@ -233,4 +267,6 @@ class Discovery:
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
         if error is not None:
             raise InvalidRequest(f"Invalid value at '{name}', \"{raw}\": {error.message}")
+        if "pattern" in spec and not re.search(spec["pattern"], raw):
+            raise InvalidRequest(f"Invalid value at '{name}', \"{raw}\": does not match {spec['pattern']}")
         return value

@@ -3,7 +3,10 @@
 `AppEngineSandbox` answers the Admin API v1 methods in `appengine-v1-subset.json` on one loopback
 port, with paths, parameters and bodies as Google's discovery document defines them. Every request
 and every response is validated against that document; a request it forbids is a 400 in Google's
-error shape, and each refusal is recorded in `errors`.
+error shape, and each refusal is recorded in `errors`. The same port answers Cloud Monitoring v3's
+`projects.timeSeries.list` (`monitoring-v3-subset.json`, project = the app id) for the metric
+`appengine.googleapis.com/http/server/response_count`, from per-version, per-minute, per-status
+counters of the answers the versions really gave (see monitoring.py).
 
 Long-running methods (`versions.create`, `versions.delete`, `services.patch`) return an Operation
 that is done only after `operation_delay` seconds; the change takes effect when it is done. A created
@@ -21,7 +24,10 @@ Sharding: `RANDOM` and unspecified pick by weighted random choice, `IP` by a fin
 client address, `COOKIE` by the `GOOGAPPUID` cookie (random without one). The header
 `X-Sandbox-Version: <id>` sends a request to that version whatever the split.
 
-The control API under `/_sandbox/` (no auth) sets faults per version, reports state and resets.
+The control API under `/_sandbox/` (no auth) sets faults per version, reports state and resets, and
+`POST /_sandbox/clock {"now": "<RFC 3339>" | null}` stops the sandbox clock at a moment (null: real
+time again). That clock buckets the response counters and stamps Operations and versions, so a test
+can send traffic "at" a known minute and read it back from Monitoring.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from typing import Any
 import jsonschema
 from werkzeug.wrappers import Request, Response
 
-from sandbox.appengine.discovery import Discovery, InvalidRequest, Method
+from sandbox.appengine import monitoring
+from sandbox.appengine.discovery import FORMATS, Discovery, InvalidRequest, Method
 from sandbox.appengine.serving import LoopbackServer, ServiceRouter, VersionServer
 
 DEFAULT_APP = "agentops-local"
@@ -81,6 +88,14 @@ ERROR_SCHEMA = {
         },
     }},
 }
+CLOCK_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["now"],
+    "properties": {"now": {"type": ["string", "null"]}},
+}
+# What apps.get answers besides the ids: a Standard app in us-central, as `gcloud app create` makes it.
+APP_LOCATION = "us-central"
 FAULTS_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -114,8 +129,8 @@ def _not_found(what: str) -> ApiError:
     return ApiError(404, "NOT_FOUND", f"Requested entity was not found: {what}")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -185,7 +200,11 @@ class AppEngineSandbox:
         self.app = app
         self.operation_delay = operation_delay
         self.discovery = Discovery.load()
+        self.monitoring_discovery = Discovery.monitoring()
+        self._apis = (self.discovery, self.monitoring_discovery)
         self.errors: list[str] = []
+        self.responses = monitoring.ResponseCounters()
+        self._frozen_now: datetime | None = None
         self._port = port
         self._rng = random.Random(seed)  # noqa: S311 - traffic and fault sampling, not security
         self._lock = threading.RLock()
@@ -194,6 +213,8 @@ class AppEngineSandbox:
         self._operations: dict[str, _Operation] = {}
         self._server: LoopbackServer | None = None
         self._handlers: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {
+            "appengine.apps.get": self._get_app,
+            "monitoring.projects.timeSeries.list": self._list_time_series,
             "appengine.apps.services.versions.create": self._create_version,
             "appengine.apps.services.versions.get": self._get_version,
             "appengine.apps.services.versions.list": self._list_versions,
@@ -203,7 +224,7 @@ class AppEngineSandbox:
             "appengine.apps.services.patch": self._patch_service,
             "appengine.apps.operations.get": self._get_operation,
         }
-        missing = set(self.discovery.methods) ^ set(self._handlers)
+        missing = (set(self.discovery.methods) | set(self.monitoring_discovery.methods)) ^ set(self._handlers)
         if missing:
             raise RuntimeError(f"handlers and the discovery subset disagree on {sorted(missing)}")
 
@@ -236,7 +257,10 @@ class AppEngineSandbox:
         self.close()
 
     def reset(self) -> None:
-        """Forget every service, version, operation and recorded error; stop their servers."""
+        """Forget every service, version, operation, response count and recorded error; stop their servers.
+
+        The clock goes back to real time.
+        """
         with self._lock:
             timers = [op.timer for op in self._operations.values() if op.timer is not None]
             stoppable: list[VersionServer | ServiceRouter] = []
@@ -247,12 +271,30 @@ class AppEngineSandbox:
             self._pending_versions.clear()
             self._operations.clear()
             self.errors.clear()
+            self._frozen_now = None
+        self.responses.clear()
         for timer in timers:
             timer.cancel()
         for server in stoppable:
             server.stop()
 
     # In-process control (the HTTP control API calls these too)
+
+    def now(self) -> datetime:
+        """The sandbox clock: the moment set with `set_clock`, else real time (UTC)."""
+        frozen = self._frozen_now
+        return frozen if frozen is not None else datetime.now(timezone.utc)
+
+    def set_clock(self, now: datetime | None) -> dict[str, Any]:
+        """Stop the clock at `now` (timezone-aware), or with None let it run with real time again."""
+        if now is not None and now.tzinfo is None:
+            raise _invalid("the clock needs a timezone-aware time (RFC 3339 with Z or an offset)")
+        with self._lock:
+            self._frozen_now = now.astimezone(timezone.utc) if now is not None else None
+        return self.clock()
+
+    def clock(self) -> dict[str, Any]:
+        return {"now": monitoring.rfc3339(self.now()), "frozen": self._frozen_now is not None}
 
     def state(self) -> dict[str, Any]:
         with self._lock:
@@ -278,6 +320,7 @@ class AppEngineSandbox:
                 "app": self.app,
                 "url": self._server.url if self._server else None,
                 "operation_delay": self.operation_delay,
+                "clock": self.clock(),
                 "services": services,
                 "operations": {"pending": pending, "done": len(self._operations) - pending},
                 "errors": list(self.errors),
@@ -323,23 +366,32 @@ class AppEngineSandbox:
     def _api(self, request: Request) -> tuple[int, dict[str, Any]]:
         label = f"{request.method} {request.full_path.rstrip('?')}"
         method: Method | None = None
+        discovery = self.discovery
         try:
-            found = self.discovery.match(request.method, request.path)
+            found = None
+            for candidate in self._apis:
+                found = candidate.match(request.method, request.path)
+                if found is not None:
+                    discovery = candidate
+                    break
             if found is None:
-                if self.discovery.path_exists(request.path):
+                if any(candidate.path_exists(request.path) for candidate in self._apis):
                     raise ApiError(404, "NOT_FOUND",
                                    f"Method {request.method} is not defined for {request.path}")
-                raise ApiError(404, "NOT_FOUND", f"No App Engine Admin API method at {request.path}")
+                raise ApiError(404, "NOT_FOUND",
+                               f"No App Engine Admin API or Cloud Monitoring API method at {request.path}")
             method, path_values = found
             if not re.fullmatch(r"(?i:bearer) \S+", request.headers.get("Authorization", "")):
                 raise ApiError(401, "UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE)
             query = list(request.args.items(multi=True))
-            params = self.discovery.check_parameters(method, path_values, query)
+            params = discovery.check_parameters(method, path_values, query)
             if params.get("alt", "json") != "json":
                 raise _invalid(f"alt={params['alt']} is not served by the sandbox; use alt=json")
-            if params["appsId"] != self.app:
+            if "appsId" in params and params["appsId"] != self.app:
                 raise _not_found(f"apps/{params['appsId']}")
-            body = self._body(request, method)
+            if "name" in params and params["name"] != f"projects/{self.app}":
+                raise _not_found(params["name"])
+            body = self._body(request, method, discovery)
             status, result = 200, self._handlers[method.id](params, body)
         except InvalidRequest as exc:
             status, result = 400, _invalid(str(exc)).body()
@@ -347,13 +399,13 @@ class AppEngineSandbox:
             status, result = exc.code, exc.body()
         if status >= 400:
             self._record(f"{label}: {status} {result['error']['message']}")
-        problems = self._response_errors(method, status, result)
+        problems = self._response_errors(discovery, method, status, result)
         if problems:
             self._record(f"response to {label} breaks the discovery document: {problems[0]}")
             status, result = 500, ApiError(500, "INTERNAL", f"invalid response: {problems[0]}").body()
         return status, result
 
-    def _body(self, request: Request, method: Method) -> Any:
+    def _body(self, request: Request, method: Method, discovery: Discovery) -> Any:
         raw = request.get_data()
         if method.request is None:
             if raw.strip():
@@ -366,17 +418,18 @@ class AppEngineSandbox:
                 body = json.loads(raw)
             except ValueError as exc:
                 raise _invalid(f"Invalid JSON payload received. {exc}") from exc
-        self.discovery.check_body(method.request, body)
+        discovery.check_body(method.request, body)
         return body
 
-    def _response_errors(self, method: Method | None, status: int, result: dict[str, Any]) -> list[str]:
+    def _response_errors(self, discovery: Discovery, method: Method | None, status: int,
+                         result: dict[str, Any]) -> list[str]:
         if status >= 400:
             validator = jsonschema.Draft202012Validator(ERROR_SCHEMA)
             return [error.message for error in validator.iter_errors(result)]
         assert method is not None and method.response is not None
-        problems = self.discovery.schema_errors(method.response, result)
+        problems = discovery.schema_errors(method.response, result)
         if method.response == "Operation":
-            problems += self.discovery.payload_errors(result)
+            problems += discovery.payload_errors(result)
         return problems
 
     def _control(self, request: Request) -> tuple[int, dict[str, Any]]:
@@ -390,6 +443,10 @@ class AppEngineSandbox:
             if request.method == "POST" and parts == ["reset"]:
                 self.reset()
                 return 200, {}
+            if parts == ["clock"] and request.method in ("GET", "POST"):
+                if request.method == "GET":
+                    return 200, self.clock()
+                return 200, self.set_clock(self._clock_body(request))
             if request.method == "GET" and len(parts) == 2 and parts[0] == "services":
                 url = self.router_url(parts[1])
                 return 200, {"service": parts[1], "router_url": url}
@@ -413,13 +470,55 @@ class AppEngineSandbox:
             self._record(f"{request.method} {request.path}: {exc.code} {exc.message}")
             return exc.code, exc.body()
 
+    def _clock_body(self, request: Request) -> datetime | None:
+        try:
+            body = json.loads(request.get_data() or b"{}")
+        except ValueError as exc:
+            raise _invalid(f"clock body is not JSON: {exc}") from exc
+        errors = list(jsonschema.Draft202012Validator(CLOCK_SCHEMA).iter_errors(body))
+        if errors:
+            raise _invalid(f"invalid clock: {errors[0].message}; send {{\"now\": \"<RFC 3339>\" | null}}")
+        if body["now"] is None:
+            return None
+        if not re.fullmatch(FORMATS[("string", "google-datetime")]["pattern"], body["now"]):
+            raise _invalid(f"invalid clock: {body['now']!r} is not an RFC 3339 timestamp")
+        try:
+            return monitoring.parse_time("now", body["now"])
+        except InvalidRequest as exc:
+            raise _invalid(f"invalid clock: {exc}") from exc
+
+    # Applications and Monitoring
+
+    def _get_app(self, params: dict[str, Any], body: None) -> dict[str, Any]:
+        return {
+            "name": f"apps/{self.app}", "id": self.app, "locationId": APP_LOCATION,
+            "servingStatus": "SERVING",
+            "defaultHostname": f"{self.app}.appspot.com", "defaultBucket": f"{self.app}.appspot.com",
+            "codeBucket": f"staging.{self.app}.appspot.com", "gcrDomain": "us.gcr.io",
+            "serviceAccount": f"{self.app}@appspot.gserviceaccount.com", "databaseType": "CLOUD_FIRESTORE",
+        }
+
+    def _count_response(self, service_id: str, version_id: str, code: int) -> None:
+        self.responses.add(service_id, version_id, self.now(), code)
+
+    def _list_time_series(self, params: dict[str, Any], body: None) -> dict[str, Any]:
+        query = monitoring.parse_query(params)
+        series = monitoring.time_series(self.responses.snapshot(), self.app, query)
+        page, token = _page(series, lambda item: json.dumps([item["resource"], item["metric"]],
+                                                            sort_keys=True),
+                            params.get("pageSize"), params.get("pageToken"))
+        result: dict[str, Any] = {"timeSeries": page} if page else {}
+        if token:
+            result["nextPageToken"] = token
+        return result
+
     # Operations
 
     def _start_operation(self, method_name: str, target: str,
                          complete: Callable[[], dict[str, Any]]) -> _Operation:
         name = f"apps/{self.app}/operations/{self._rng.getrandbits(128):032x}"
         operation = _Operation(name=name, metadata={
-            "@type": OPERATION_METADATA_TYPE, "method": method_name, "insertTime": _now(),
+            "@type": OPERATION_METADATA_TYPE, "method": method_name, "insertTime": _timestamp(self.now()),
             "target": target, "user": CREATED_BY,
         })
         with self._lock:
@@ -443,7 +542,7 @@ class AppEngineSandbox:
                 operation.error = {"code": RPC_CODES[exc.status], "message": exc.message}
             except OSError as exc:
                 operation.error = {"code": RPC_CODES["INTERNAL"], "message": f"could not serve: {exc}"}
-            operation.metadata["endTime"] = _now()
+            operation.metadata["endTime"] = _timestamp(self.now())
             operation.done = True
 
     def _get_operation(self, params: dict[str, Any], body: None) -> dict[str, Any]:
@@ -503,7 +602,8 @@ class AppEngineSandbox:
             output_only = self.discovery.output_only("Version")
             resource = {key: value for key, value in body.items() if key not in output_only}
             resource.update(name=name, id=version_id, env=body.get("env", "standard"),
-                            servingStatus=serving_status, createTime=_now(), createdBy=CREATED_BY)
+                            servingStatus=serving_status, createTime=_timestamp(self.now()),
+                            createdBy=CREATED_BY)
             self._pending_versions.add((service_id, version_id))
             operation = self._start_operation("google.appengine.v1.Versions.CreateVersion", name,
                                               lambda: self._finish_create(service_id, resource))
@@ -513,7 +613,8 @@ class AppEngineSandbox:
         version_id = resource["id"]
         self._pending_versions.discard((service_id, version_id))
         serving = resource["servingStatus"] == "SERVING"
-        server = VersionServer(service_id, version_id, self._rng, serving=serving)
+        server = VersionServer(service_id, version_id, self._rng, serving=serving,
+                               on_response=lambda code: self._count_response(service_id, version_id, code))
         resource["versionUrl"] = server.start()
         service = self._services.get(service_id)
         if service is None:

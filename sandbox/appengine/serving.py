@@ -66,12 +66,17 @@ def _json(start_response: Callable[..., Any], status: str, body: dict[str, Any] 
 
 
 class VersionServer:
-    """One deployed version: `GET /health` and `GET /`, with injectable faults and request counters."""
+    """One deployed version: `GET /health` and `GET /`, with injectable faults and request counters.
 
-    def __init__(self, service: str, version: str, rng: random.Random, serving: bool = True) -> None:
+    `on_response(status_code)` hears of every answer it gives, for the sandbox's Monitoring metric.
+    """
+
+    def __init__(self, service: str, version: str, rng: random.Random, serving: bool = True,
+                 on_response: Callable[[int], None] | None = None) -> None:
         self.service = service
         self.version = version
         self.serving = serving
+        self._on_response = on_response
         self._rng = rng
         self._lock = threading.Lock()
         self._faults = Faults()
@@ -124,9 +129,12 @@ class VersionServer:
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         status, body = self._answer(environ, faults)
-        if int(status.split()[0]) >= 500:
+        code = int(status.split()[0])
+        if code >= 500:
             with self._lock:
                 self.errors += 1
+        if self._on_response is not None:
+            self._on_response(code)
         return _json(start_response, status, body, [("X-Version", self.version)])
 
     def _answer(self, environ: dict[str, Any], faults: Faults) -> tuple[str, dict[str, Any] | str]:

@@ -529,7 +529,8 @@ def test_project_level_grants_are_the_listed_roles_only() -> None:
         iam["function_project_roles"])
     assert set(iam["extra_project_roles"]) == {"deploy_agent", "monitor_agent"}
     assert set(re.findall(r'"(roles/[^"]+)"', iam["extra_project_roles"]["deploy_agent"])) == {
-        "roles/appengine.deployer", "roles/appengine.serviceAdmin", "roles/cloudbuild.builds.editor"}
+        "roles/appengine.deployer", "roles/appengine.serviceAdmin", "roles/cloudbuild.builds.editor",
+        "roles/monitoring.viewer"}
     assert iam["extra_project_roles"]["monitor_agent"] == ["roles/monitoring.viewer"]
     assert set(iam["build_roles"]) == {
         "roles/artifactregistry.writer", "roles/logging.logWriter", "roles/storage.objectAdmin"}
