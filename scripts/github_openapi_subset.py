@@ -93,6 +93,8 @@ OPERATIONS = (
     "pulls/create-review",
     "pulls/update-review",
     "checks/list-suites-for-ref",
+    "issues/create",
+    "issues/update",
 )
 OUTPUT = Path(__file__).resolve().parent.parent / "sandbox" / "github" / "openapi-subset.json"
 

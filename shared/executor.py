@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from shared.errors import PermanentError
 from shared.github import checks
+from shared.github.rest import ServerError
 
 log = logging.getLogger("agentops.executor")
 
@@ -173,12 +174,71 @@ class RerunFailedJobs:
     key: str
 
 
+@dataclass(frozen=True)
+class CreateDeployment:
+    """A GitHub deployment of `ref` to `environment`, the record each deployment status hangs on.
+
+    The deploy agent has checked the commit's checks in its pre-flight, so GitHub is asked to check
+    none again (`required_contexts` empty) and never to merge the default branch into `ref`. When
+    `payload` is not empty, a deployment of the same ref, environment and payload is taken to be
+    this one: a create whose answer was lost is not made twice.
+    """
+
+    repository: str
+    ref: str
+    environment: str
+    description: str
+    payload: Mapping[str, Any]
+    key: str
+
+
+@dataclass(frozen=True)
+class CreateDeploymentStatus:
+    """One stage of a deployment as GitHub shows it. `success` marks the older ones inactive."""
+
+    repository: str
+    deployment_id: int
+    state: str  # queued | in_progress | success | failure | error | inactive | pending
+    description: str
+    environment_url: str
+    log_url: str
+    key: str
+
+
+@dataclass(frozen=True)
+class CreateIssue:
+    repository: str
+    title: str
+    body: str
+    labels: tuple[str, ...]
+    key: str
+
+
+@dataclass(frozen=True)
+class UpdateIssue:
+    """Edit or close an issue; a field left None is left as it is."""
+
+    repository: str
+    number: int
+    key: str
+    title: str | None = None
+    body: str | None = None
+    state: str | None = None  # open | closed
+    state_reason: str | None = None  # completed | not_planned | duplicate | reopened
+
+
 Action = (PostComment | UpdateComment | AddReaction | AddLabels | RemoveLabel | AddAssignees | CreateCheckRun
           | UpdateCheckRun | CreateBranch | AdvanceBranch | OpenPullRequest | RequestReviewers | SubmitReview
-          | UpdateReview | DispatchWorkflow | RerunFailedJobs)
+          | UpdateReview | DispatchWorkflow | RerunFailedJobs | CreateDeployment | CreateDeploymentStatus
+          | CreateIssue | UpdateIssue)
 
 # There is deliberately no action that merges a pull request, deletes a branch or forces a push.
 REVIEW_EVENTS = frozenset({"APPROVE", "REQUEST_CHANGES", "COMMENT"})
+DEPLOYMENT_STATES = frozenset({"error", "failure", "inactive", "in_progress", "queued", "pending", "success"})
+ISSUE_STATES = frozenset({"open", "closed"})
+ISSUE_STATE_REASONS = frozenset({"completed", "not_planned", "duplicate", "reopened"})
+MAX_TITLE = 256  # GitHub's limit on an issue or pull request title
+MAX_DEPLOYMENT_DESCRIPTION = 140  # GitHub's limit on a deployment status description
 
 
 class Executor:
@@ -300,8 +360,76 @@ def _perform(client: Any, action: Action) -> Any:
         client.request("POST", f"/repos/{repo}/actions/workflows/{_quoted(action.workflow)}/dispatches",
                        json_body={"ref": action.ref, "inputs": dict(action.inputs)})
         return {}
+    if isinstance(action, CreateDeployment):
+        return _create_deployment_once(client, action)
+    if isinstance(action, CreateDeploymentStatus):
+        if action.state not in DEPLOYMENT_STATES:
+            raise PermanentError(f"a deployment status is one of {sorted(DEPLOYMENT_STATES)}, "
+                                 f"not {action.state!r}")
+        path = f"/repos/{repo}/deployments/{action.deployment_id}/statuses"
+        return client.request("POST", path, json_body={
+            "state": action.state, "description": action.description[:MAX_DEPLOYMENT_DESCRIPTION],
+            "environment_url": action.environment_url, "log_url": action.log_url,
+            "auto_inactive": action.state == "success"})
+    if isinstance(action, CreateIssue):
+        return client.request("POST", f"/repos/{repo}/issues", json_body={
+            "title": action.title[:MAX_TITLE], "body": _cut(action.body), "labels": list(action.labels)})
+    if isinstance(action, UpdateIssue):
+        return client.request("PATCH", f"/repos/{repo}/issues/{action.number}",
+                              json_body=_issue_fields(action), idempotent=True)
     client.request("POST", f"/repos/{repo}/actions/runs/{action.run_id}/rerun-failed-jobs", json_body={})
     return {}
+
+
+def _create_deployment_once(client: Any, action: CreateDeployment) -> Any:
+    repo = action.repository
+    existing = _find_deployment(client, action)
+    if existing is not None:
+        return existing
+    body = {"ref": action.ref, "environment": action.environment,
+            "description": action.description[:MAX_DEPLOYMENT_DESCRIPTION], "payload": dict(action.payload),
+            "auto_merge": False, "required_contexts": [], "production_environment": True,
+            "transient_environment": False}
+    try:
+        return client.request("POST", f"/repos/{repo}/deployments", json_body=body)
+    except ServerError:
+        # It may have been made though the answer was lost: look before the message is retried.
+        existing = _find_deployment(client, action)
+        if existing is None:
+            raise
+        return existing
+
+
+def _find_deployment(client: Any, action: CreateDeployment) -> dict[str, Any] | None:
+    """The newest deployment of the action's ref and environment with its payload; None without a payload,
+    which could not tell this release's deployment from an earlier one of the same commit."""
+    if not action.payload:
+        return None
+    found = client.request("GET", f"/repos/{action.repository}/deployments",
+                           params={"ref": action.ref, "environment": action.environment, "per_page": 100})
+    wanted = dict(action.payload)
+    for deployment in found if isinstance(found, list) else ():
+        if isinstance(deployment, dict) and deployment.get("payload") == wanted:
+            return deployment
+    return None
+
+
+def _issue_fields(action: UpdateIssue) -> dict[str, Any]:
+    if action.state is not None and action.state not in ISSUE_STATES:
+        raise PermanentError(f"an issue's state is one of {sorted(ISSUE_STATES)}, not {action.state!r}")
+    if action.state_reason is not None and action.state_reason not in ISSUE_STATE_REASONS:
+        raise PermanentError(f"an issue's state reason is one of {sorted(ISSUE_STATE_REASONS)}, "
+                             f"not {action.state_reason!r}")
+    fields: dict[str, Any] = {}
+    if action.title is not None:
+        fields["title"] = action.title[:MAX_TITLE]
+    if action.body is not None:
+        fields["body"] = _cut(action.body)
+    if action.state is not None:
+        fields["state"] = action.state
+    if action.state_reason is not None:
+        fields["state_reason"] = action.state_reason
+    return fields
 
 
 def _check_fields(action: CreateCheckRun | UpdateCheckRun) -> dict[str, Any]:
@@ -338,4 +466,12 @@ def _target(action: Action) -> str:
         return f"{repo}#{action.number}"
     if isinstance(action, DispatchWorkflow):
         return f"{repo}/workflows/{action.workflow}@{action.ref}"
+    if isinstance(action, CreateDeployment):
+        return f"{repo}/deployments/{action.environment}@{action.ref}"
+    if isinstance(action, CreateDeploymentStatus):
+        return f"{repo}/deployments/{action.deployment_id}"
+    if isinstance(action, CreateIssue):
+        return f"{repo}/issues"
+    if isinstance(action, UpdateIssue):
+        return f"{repo}#{action.number}"
     return f"{repo}/runs/{action.run_id}"

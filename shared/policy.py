@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -112,6 +113,40 @@ class TestSettings:
 
 
 @dataclass(frozen=True)
+class DeploySettings:
+    """How a release is judged and tidied, beyond the service, environment, smoke checks and steps."""
+
+    url: str | None = None  # the production URL (no trailing /); None: the one App Engine gives
+    analysis_minutes: int = 5  # each canary step's analysis interval
+    min_requests: int = 20  # fewer in an interval is inconclusive, never a failure
+    inconclusive: Literal["hold", "pass"] = "hold"  # what a step inconclusive twice does
+    max_error_rate: float = 0.02  # 0..1
+    max_p95_ms: int | None = None  # None: latency is not judged
+    keep_versions: int = 3  # versions kept after a release; the serving and previous one always are
+    runtime: str = "python312"  # the runtime of versions the versions backend creates
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    mention: str = ""  # "@login" or "@org/team-slug"; "" mentions nobody
+    slack: bool = True  # also post to the deployment's Slack webhook, when it has one
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The monitor agent's probes, SLO targets and incident thresholds for the deployed service."""
+
+    health: tuple[SmokeCheck, ...] = (SmokeCheck("/health"),)
+    availability: float = 0.999  # the share of probes that must succeed, in (0, 1)
+    latency_ms: int = 500  # a successful probe this fast is good
+    latency_percent: float = 0.99  # the share of successful probes that must be good, in (0, 1]
+    window_days: int = 30
+    open_after: int = 3  # consecutive failures that open an incident
+    close_after: int = 2  # consecutive successes that close it
+    update_minutes: int = 15  # the most often an open incident's issue is edited
+
+
+@dataclass(frozen=True)
 class Policy:
     agents: Mapping[str, bool]  # all of AGENTS
     labels: Mapping[str, str]  # task, in_progress, failed
@@ -136,6 +171,9 @@ class Policy:
     code: CodeSettings = field(default_factory=lambda: CodeSettings())
     tests: TestSettings = field(default_factory=lambda: TestSettings())
     qa_high_risk_score: int = 70
+    deploy: DeploySettings = field(default_factory=lambda: DeploySettings())
+    notify: NotifySettings = field(default_factory=lambda: NotifySettings())
+    monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
 
     def agent_enabled(self, agent: str) -> bool:
         """Whether `agent` may act. The deploy agent also needs a service to deploy."""
@@ -178,10 +216,16 @@ def _build(document: Mapping[str, Any]) -> Policy:
     code = section("code")
     reviewers = code.get("reviewers") or {}
     tests = section("tests")
+    notify = section("notify")
+    monitor = section("monitor")
+    slo = monitor.get("slo") or {}
+    incident = monitor.get("incident") or {}
     limits = {**_DEFAULT_LIMITS, **section("limits")}
     paths = [ALWAYS_PROTECTED, *document.get("protected_paths", ())]
     daily_cost = budget.get("daily_cost")
     minimum = coverage.get("minimum")
+    url, p95 = deploy.get("url"), deploy.get("max_p95_ms")
+    health = monitor.get("health")
     return Policy(
         agents=MappingProxyType({**_DEFAULT_AGENTS, **section("agents")}),
         labels=MappingProxyType({**_DEFAULT_LABELS, **section("labels")}),
@@ -200,10 +244,7 @@ def _build(document: Mapping[str, Any]) -> Policy:
         performance_tolerance_percent=float(performance.get("tolerance_percent", 10.0)),
         deploy_service=deploy.get("service") or None,
         deploy_environment=deploy.get("environment", "production"),
-        smoke=tuple(
-            SmokeCheck(check["path"], int(check.get("status", 200)), int(check.get("max_latency_ms", 1000)))
-            for check in deploy.get("smoke", ())
-        ),
+        smoke=tuple(_check(check) for check in deploy.get("smoke", ())),
         canary_steps=tuple(int(step) for step in deploy.get("canary_steps", (10, 50, 100))),
         watch_minutes=int(deploy.get("watch_minutes", 15)),
         freeze=tuple(_window(window) for window in document.get("freeze", ())),
@@ -233,7 +274,38 @@ def _build(document: Mapping[str, Any]) -> Policy:
             benchmark_artifact=tests.get("benchmark_artifact", "benchmarks"),
         ),
         qa_high_risk_score=int(section("qa").get("high_risk_score", 70)),
+        deploy=DeploySettings(
+            url=None if url is None else url.rstrip("/"),
+            analysis_minutes=int(deploy.get("analysis_minutes", _DEPLOY.analysis_minutes)),
+            min_requests=int(deploy.get("min_requests", _DEPLOY.min_requests)),
+            inconclusive=deploy.get("inconclusive", _DEPLOY.inconclusive),
+            max_error_rate=float(deploy.get("max_error_rate", _DEPLOY.max_error_rate)),
+            max_p95_ms=None if p95 is None else int(p95),
+            keep_versions=int(deploy.get("keep_versions", _DEPLOY.keep_versions)),
+            runtime=deploy.get("runtime", _DEPLOY.runtime),
+        ),
+        notify=NotifySettings(
+            mention=notify.get("mention", _NOTIFY.mention),
+            slack=bool(notify.get("slack", _NOTIFY.slack)),
+        ),
+        monitor=MonitorSettings(
+            health=_MONITOR.health if health is None else tuple(_check(check) for check in health),
+            availability=float(slo.get("availability", _MONITOR.availability)),
+            latency_ms=int(slo.get("latency_ms", _MONITOR.latency_ms)),
+            latency_percent=float(slo.get("latency_percent", _MONITOR.latency_percent)),
+            window_days=int(slo.get("window_days", _MONITOR.window_days)),
+            open_after=int(incident.get("open_after", _MONITOR.open_after)),
+            close_after=int(incident.get("close_after", _MONITOR.close_after)),
+            update_minutes=int(incident.get("update_minutes", _MONITOR.update_minutes)),
+        ),
     )
+
+
+_DEPLOY, _NOTIFY, _MONITOR = DeploySettings(), NotifySettings(), MonitorSettings()
+
+
+def _check(check: Mapping[str, Any]) -> SmokeCheck:
+    return SmokeCheck(check["path"], int(check.get("status", 200)), int(check.get("max_latency_ms", 1000)))
 
 
 def _window(window: Mapping[str, Any]) -> FreezeWindow:
@@ -563,6 +635,13 @@ def _explain(error: jsonschema.ValidationError, path: _NodePath, tree: _Tree) ->
     elif kind == "oneOf":
         either = "either " + " or ".join(branch.get("title", "?") for branch in expected)
         yield at(path, f"must be {either}" if error.context else f"must be {either}, not both", key=True)
+    elif kind == "exclusiveMaximum":
+        yield at(path, f"{_short(instance)} must be less than {expected}")
+    elif kind == "exclusiveMinimum":
+        yield at(path, f"{_short(instance)} must be more than {expected}")
+    elif kind == "minItems":
+        yield at(path, f"lists {len(instance)} item{'s' if len(instance) != 1 else ''}; at least {expected} "
+                       f"{'is' if expected == 1 else 'are'} needed")
     elif kind == "uniqueItems":
         yield at(path, "lists an item more than once")
     else:
@@ -596,6 +675,22 @@ def _semantic_problems(document: Mapping[str, Any], tree: _Tree) -> Iterator[Pol
             yield at(("deploy", "canary_steps", len(steps) - 1),
                      f"the last step must be 100 (all traffic), not {steps[-1]}")
 
+    url = deploy.get("url") if isinstance(deploy, dict) else None
+    if isinstance(url, str):
+        problem = _url_problem(url)
+        if problem:
+            yield at(("deploy", "url"), problem)
+
+    monitor = document.get("monitor")
+    health = monitor.get("health") if isinstance(monitor, dict) else None
+    first_index: dict[str, int] = {}
+    for index, check in enumerate(health if isinstance(health, list) else ()):
+        path = check.get("path") if isinstance(check, dict) else None
+        if isinstance(path, str) and first_index.setdefault(path, index) != index:
+            yield at(("monitor", "health", index, "path"),
+                     f"{_short(path)} is probed already by monitor.health[{first_index[path]}]: "
+                     "list each path once")
+
     freeze = document.get("freeze")
     for index, window in enumerate(freeze if isinstance(freeze, list) else ()):
         if isinstance(window, dict):
@@ -610,6 +705,24 @@ def _semantic_problems(document: Mapping[str, Any], tree: _Tree) -> Iterator[Pol
             yield at(("approvals", step, "count"),
                      f"needs {count} approvals but only {len(set(users))} users may approve and no teams "
                      "are named: lower count or add users or teams")
+
+
+def _url_problem(url: str) -> str:
+    """Why `url` cannot be the production URL; "" when it can. The URL is never repeated: it could
+    hold a password, and the problems are posted as a comment."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return "is not a valid URL (like https://api.example.com)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not a valid URL: expected http:// or https:// and a host name, like https://api.example.com"
+    if "@" in parts.netloc:
+        return ("must not hold a user name or password: anyone who can read the repository can read this "
+                "file, so remove them (and change the password)")
+    if "?" in url or "#" in url:
+        return "must not have a query or a fragment: the health paths are added to its end"
+    return ""
 
 
 def _window_problems(window: Mapping[str, Any], path: _NodePath, at: Any) -> Iterator[PolicyProblem]:

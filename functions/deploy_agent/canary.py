@@ -38,10 +38,16 @@ class DeployPlan:
 
 
 def plan_from_policy(policy: Policy, **overrides: object) -> DeployPlan:
-    """The plan for a repository's policy; `overrides` set the numbers the policy does not carry."""
-    return DeployPlan(canary_steps=tuple(policy.canary_steps), watch_minutes=policy.watch_minutes,
-                      smoke=tuple(policy.smoke), environment=policy.deploy_environment,
-                      **overrides)  # type: ignore[arg-type]
+    """The plan for a repository's policy, every number from it; `overrides` replace any of them."""
+    deploy = policy.deploy
+    fields: dict[str, object] = {
+        "canary_steps": tuple(policy.canary_steps), "watch_minutes": policy.watch_minutes,
+        "smoke": tuple(policy.smoke), "environment": policy.deploy_environment,
+        "analysis_minutes": deploy.analysis_minutes, "min_requests": deploy.min_requests,
+        "inconclusive": deploy.inconclusive, "max_error_rate": deploy.max_error_rate,
+        "max_p95_ms": deploy.max_p95_ms, "keep_versions": deploy.keep_versions,
+    }
+    return DeployPlan(**{**fields, **overrides})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

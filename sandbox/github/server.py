@@ -103,6 +103,8 @@ ROUTES: tuple[tuple[str, str, str, Any], ...] = (
     ("GET", "/repos/{owner}/{repo}/contents/{path}", "_get_content", (("contents", "read"),)),
     ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission", "_get_permission", ()),
     ("GET", "/repos/{owner}/{repo}/issues/{issue_number}", "_get_issue", ISSUES_READ),
+    ("POST", "/repos/{owner}/{repo}/issues", "_create_issue", (("issues", "write"),)),
+    ("PATCH", "/repos/{owner}/{repo}/issues/{issue_number}", "_update_issue", ISSUES_WRITE),
     ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "_list_comments", ISSUES_READ),
     ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments", "_create_comment", ISSUES_WRITE),
     ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}", "_update_comment", ISSUES_WRITE),
@@ -188,6 +190,7 @@ ROUTES: tuple[tuple[str, str, str, Any], ...] = (
 EMITTED = frozenset({
     "installation$created",
     "issues$opened", "issues$labeled", "issues$unlabeled", "issues$closed", "issues$assigned",
+    "issues$edited", "issues$reopened",
     "issue_comment$created", "issue_comment$edited",
     "pull_request$opened", "pull_request$synchronize", "pull_request$closed", "pull_request$labeled",
     "pull_request$unlabeled", "pull_request$assigned", "pull_request$review_requested",
@@ -1921,6 +1924,82 @@ class GitHubSandbox:
     def _get_issue(self, call: Call) -> Reply:
         return Reply(200, self._issue_object(self._issue_from(call)))
 
+    def _create_issue(self, call: Call) -> Reply:
+        """The App opens an issue: announced as `issues.opened`, then `issues.labeled` for each label,
+        as GitHub does. Labels that do not exist yet are made; assignees follow `_add_assignees`."""
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        body = call.body
+        title = str(body["title"])
+        if not title.strip():
+            raise Refused(422, "Validation Failed", [{"resource": "Issue", "code": "missing_field",
+                                                      "field": "title"}])
+        if len(title) > 256:
+            raise Refused(422, "Validation Failed", [{
+                "resource": "Issue", "code": "custom", "field": "title",
+                "message": "title is too long (maximum is 256 characters)"}])
+        issue = self._new_issue(full_name, self._next_number(full_name), title, body.get("body") or "",
+                                self._bot_login(), (), "open")
+        sender = self._wh_user(self._bot_login(), "Bot")
+        self._announce_issue("opened", issue, sender)
+        for name in self._label_names(body.get("labels")):
+            self._label(issue, name, sender)
+        for login in body.get("assignees") or []:
+            if login not in issue["assignees"] and self._assignable(full_name, login) and len(
+                    issue["assignees"]) < 10:
+                issue["assignees"].append(login)
+                self._announce_issue("assigned", issue, sender, assignee=self._wh_user(login))
+        return Reply(201, self._issue_object(issue))
+
+    def _update_issue(self, call: Call) -> Reply:
+        """Title, body, labels (the whole set) and state with its reason. An edit is announced as
+        `issues.edited` with what it changed, labels as `labeled`/`unlabeled`, then `closed` or
+        `reopened`; for a pull request only closing is (the others' schemas are not vendored)."""
+        issue = self._issue_from(call)
+        body = call.body or {}
+        sender = self._wh_user(self._bot_login(), "Bot")
+        reopen = body.get("state") == "open" and issue["state"] == "closed"
+        if reopen and issue["merged"]:
+            raise Refused(422, "Validation Failed", [{
+                "resource": "Issue", "code": "custom",
+                "message": "state cannot be changed. The pull request has been merged."}])
+        title = None if body.get("title") is None else str(body["title"])
+        if title is not None and (not title.strip() or len(title) > 256):
+            raise Refused(422, "Validation Failed", [{"resource": "Issue", "code": "invalid",
+                                                      "field": "title"}])
+        changes: dict[str, Any] = {}
+        if title is not None and title != issue["title"]:
+            changes["title"] = {"from": issue["title"]}
+            issue["title"] = title
+        if "body" in body and (body["body"] or "") != (issue["body"] or ""):
+            changes["body"] = {"from": issue["body"] or ""}
+            issue["body"] = body["body"] or ""
+        if changes:
+            issue["updated_at"] = timestamp()
+            if not issue["pull_request"]:
+                self._announce_issue("edited", issue, sender, changes=changes)
+        if "labels" in body:
+            wanted = self._label_names(body["labels"])
+            for name in [name for name in issue["labels"] if name not in wanted]:
+                self._unlabel(issue, name, sender)
+            for name in wanted:
+                self._label(issue, name, sender)
+        if body.get("state") == "closed" and issue["state"] == "open":
+            self._close(issue)
+            issue["state_reason"] = body.get("state_reason") or "completed"
+            self._announce_issue("closed", issue, sender)
+        elif reopen:
+            issue.update(state="open", closed_at=None, updated_at=timestamp(), state_reason="reopened")
+            if not issue["pull_request"]:
+                self._announce_issue("reopened", issue, sender)
+        return Reply(200, self._issue_object(issue))
+
+    @staticmethod
+    def _label_names(labels: Any) -> list[str]:
+        """Label names from a request's `labels` (names or objects with a name), each once."""
+        names = [label if isinstance(label, str) else (label or {}).get("name") or ""
+                 for label in labels or []]
+        return list(dict.fromkeys(name for name in names if name))
+
     def _list_comments(self, call: Call) -> Reply:
         issue = self._issue_from(call)
         since = call.query.get("since", "")
@@ -3382,7 +3461,7 @@ class GitHubSandbox:
 
     @staticmethod
     def _close(issue: dict[str, Any]) -> None:
-        issue.update(state="closed", closed_at=timestamp(), updated_at=timestamp())
+        issue.update(state="closed", closed_at=timestamp(), updated_at=timestamp(), state_reason="completed")
 
     def _new_review(self, pull: dict[str, Any], login: str, state: str, commit_id: str | None,
                     user_type: str, body: str) -> dict[str, Any]:
@@ -3634,6 +3713,7 @@ class GitHubSandbox:
 
     def _wh_issue(self, issue: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
         answer = adapt(self._issue_object(issue), template)
+        answer["state_reason"] = self._state_reason(issue)  # GitHub sends it; older examples lack it
         api = f"{self._base()}/repos/{issue['repo']}/issues/{issue['number']}"
         return set_present(answer, timeline_url=f"{api}/timeline", performed_via_github_app=None,
                            reactions=self._reactions_summary(api), draft=issue.get("draft", False),
@@ -3818,7 +3898,7 @@ class GitHubSandbox:
             title=issue["title"],
             body=issue["body"], user=self._user(issue["author"], self._kind(issue["author"])),
             state=issue["state"],
-            state_reason="completed" if issue["state"] == "closed" else None,
+            state_reason=self._state_reason(issue),
             labels=[self._label_object(issue["repo"], name) for name in issue["labels"]],
             assignee=assignees[0] if assignees else None, assignees=assignees, milestone=None,
             locked=issue["locked"], active_lock_reason=None,
@@ -3835,6 +3915,14 @@ class GitHubSandbox:
         else:
             answer.pop("pull_request", None)
         return answer
+
+    @staticmethod
+    def _state_reason(issue: dict[str, Any]) -> str | None:
+        """Why an issue is in its state: how it was closed (completed unless said), or reopened."""
+        reason = issue.get("state_reason")
+        if issue["state"] == "closed":
+            return reason or "completed"
+        return "reopened" if reason == "reopened" else None
 
     def _comment_object(self, comment: dict[str, Any]) -> dict[str, Any]:
         answer = self._rebase(_raw_example("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments",

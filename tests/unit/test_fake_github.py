@@ -316,7 +316,7 @@ def test_team_membership_is_active_or_404(fake, app):
 
 def test_a_request_outside_the_subset_lands_in_errors(fake, app):
     with pytest.raises(ServerError):
-        client(app).request("POST", f"/repos/{REPO}/issues", json_body={"title": "new"})
+        client(app).request("POST", f"/repos/{REPO}/forks", json_body={"default_branch_only": True})
     assert [e for e in take_errors(fake) if "not an operation this project uses" in e]
 
 

@@ -35,10 +35,12 @@ from sandbox import cli as sandbox_cli
 from sandbox.github import openapi, seed
 from sandbox.github.control import SandboxControl, SandboxError
 from sandbox.github.server import EMITTED, ROUTES, GitHubSandbox, generate_app_key
+from shared.executor import CreateDeployment, CreateDeploymentStatus, CreateIssue, Executor, UpdateIssue
 from shared.github import redelivery
 from shared.github.app import GitHubApp
 from shared.github.rest import RestClient, ServerError
 from shared.policy import POLICY_PATH, parse_policy
+from tests.support.agents import MemoryAudit
 from tests.support.push import serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -827,6 +829,99 @@ def test_deployments_and_their_statuses_with_auto_inactive(github, receiver, key
         deploy.request("POST", f"/repos/{REPO}/deployments", json_body={"ref": "main", "auto_merge": False})
     assert conflict.value.status == 409
     _forbidden(app_for(github, key).client_for("test", 77, [REPO]), "GET", f"/repos/{REPO}/deployments")
+
+
+def test_the_app_opens_edits_labels_closes_and_reopens_an_issue(github, receiver, key):
+    hook, _ = receiver
+    hook.clear()
+    monitor = agent(github, key, "monitor")
+    created = monitor.request("POST", f"/repos/{REPO}/issues", json_body={
+        "title": "widgets is down", "body": "3 failed probes", "labels": ["incident", {"name": "sev2"}]})
+    number = created["number"]
+    assert (created["state"], created["state_reason"], created["user"]["login"]) == (
+        "open", None, "agent-ops[bot]")
+    assert [label["name"] for label in created["labels"]] == ["incident", "sev2"]
+    edited = monitor.request("PATCH", f"/repos/{REPO}/issues/{number}",
+                             json_body={"title": "widgets is down (12 min)", "body": "5 failed probes"})
+    assert (edited["title"], edited["body"]) == ("widgets is down (12 min)", "5 failed probes")
+    relabelled = monitor.request("PATCH", f"/repos/{REPO}/issues/{number}",
+                                 json_body={"labels": ["incident"]})
+    assert [label["name"] for label in relabelled["labels"]] == ["incident"]
+    closed = monitor.request("PATCH", f"/repos/{REPO}/issues/{number}",
+                             json_body={"state": "closed", "state_reason": "completed", "body": "recovered"})
+    assert (closed["state"], closed["state_reason"], closed["body"]) == ("closed", "completed", "recovered")
+    assert closed["closed_at"]
+    again = monitor.request("PATCH", f"/repos/{REPO}/issues/{number}", json_body={"state": "closed"})
+    assert again["state"] == "closed"  # closing a closed issue changes nothing
+    reopened = monitor.request("PATCH", f"/repos/{REPO}/issues/{number}", json_body={"state": "open"})
+    assert (reopened["state"], reopened["state_reason"], reopened["closed_at"]) == ("open", "reopened", None)
+    not_planned = monitor.request("PATCH", f"/repos/{REPO}/issues/{number}",
+                                  json_body={"state": "closed", "state_reason": "not_planned"})
+    assert not_planned["state_reason"] == "not_planned"
+    assert monitor.request("GET", f"/repos/{REPO}/issues/{number}")["state_reason"] == "not_planned"
+    settle(github)
+    assert hook.events() == ["issues.opened", "issues.labeled", "issues.labeled", "issues.edited",
+                             "issues.unlabeled", "issues.edited", "issues.closed", "issues.reopened",
+                             "issues.closed"]
+    payloads = hook.payloads()
+    assert payloads[3]["changes"] == {"title": {"from": "widgets is down"},
+                                      "body": {"from": "3 failed probes"}}
+    assert payloads[4]["label"]["name"] == "sev2"
+    assert payloads[5]["changes"] == {"body": {"from": "5 failed probes"}}
+    assert payloads[6]["issue"]["state_reason"] == "completed" and payloads[-1]["issue"]["state"] == "closed"
+    assert all(p["sender"]["login"] == "agent-ops[bot]" for p in payloads)
+    check_deliveries(hook, github)
+    assert github.issue(REPO, number)["labels"] == ["incident"]
+
+
+def test_issue_writes_github_refuses(github, key):
+    monitor = agent(github, key, "monitor")
+    blank = refused(lambda: monitor.request("POST", f"/repos/{REPO}/issues", json_body={"title": " "}))
+    assert blank.status == 422 and "missing_field" in str(blank)
+    assert refused(lambda: monitor.request("POST", f"/repos/{REPO}/issues",
+                                           json_body={"title": "x" * 257})).status == 422
+    assert refused(lambda: monitor.request("PATCH", f"/repos/{REPO}/issues/999",
+                                           json_body={"state": "closed"})).status == 404
+    _forbidden(agent(github, key, "test"), "POST", f"/repos/{REPO}/issues", json_body={"title": "t"})
+    number = _pull(github)
+    github.merge(REPO, number, actor="alice")
+    assert refused(lambda: monitor.request("PATCH", f"/repos/{REPO}/issues/{number}",
+                                           json_body={"state": "open"})).status == 422
+    settle(github)
+
+
+def test_the_executors_deployment_and_issue_actions_against_the_sandbox(github, receiver, key):
+    hook, _ = receiver
+    hook.clear()
+    client = agent(github, key, "deploy")
+    audit = MemoryAudit()
+    run = Executor(lambda: audit, lambda *_: client, actor="deploy").apply
+    sha = github.state()["repos"][REPO]["head_sha"]
+    github.set_status(REPO, sha, "failure", context="ci")  # checked by the pre-flight, not again by GitHub
+    create = CreateDeployment(REPO, sha, "production", "widgets v-2", {"release_id": "r-2"}, key="dep")
+    deployment = run(create, 77)
+    assert (deployment["sha"], deployment["environment"], deployment["payload"]) == (
+        sha, "production", {"release_id": "r-2"})
+    assert (deployment["production_environment"], deployment["transient_environment"]) == (True, False)
+    del audit.records["dep"]  # as if the answer had been lost: the same release's deployment is found
+    assert run(create, 77)["id"] == deployment["id"] and len(github.deployments) == 1
+    for state in ("queued", "in_progress", "failure"):
+        status = run(CreateDeploymentStatus(REPO, deployment["id"], state, f"{state} " + "x" * 200,
+                                            "https://widgets.example", "https://github.example/log",
+                                            key=f"st-{state}"), 77)
+        assert status["state"] == state and len(status["description"]) == 140
+    issue = run(CreateIssue(REPO, "Rollback of widgets v-2", f"root cause: {sha}", ("incident",), key="is"),
+                77)
+    run(UpdateIssue(REPO, issue["number"], key="up", body="resolved", state="closed",
+                    state_reason="completed"), 77)
+    settle(github)
+    assert hook.events() == ["status", "deployment.created", "deployment_status.created",
+                             "deployment_status.created", "deployment_status.created", "issues.opened",
+                             "issues.labeled", "issues.edited", "issues.closed"]
+    check_deliveries(hook, github)
+    statuses = client.request("GET", f"/repos/{REPO}/deployments/{deployment['id']}/statuses")
+    assert [s["state"] for s in statuses] == ["failure", "in_progress", "queued"]
+    assert all(record["outcome"] == "ok" for record in audit.records.values())
 
 
 def test_alerts_and_branch_protection_are_read_by_the_scout(github, key):
