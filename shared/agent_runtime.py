@@ -102,7 +102,8 @@ class TaskContext:
 
     def __init__(self, task: AgentTask, *, client: Callable[[], Any], executor: Executor,
                  policy: Callable[[], Any], publisher: Callable[[], Publisher], links: Links,
-                 delivery_id: str, clock: Callable[[], datetime]) -> None:
+                 delivery_id: str, clock: Callable[[], datetime],
+                 client_for: Callable[[int, str], Any] | None = None) -> None:
         self.task = task
         self.inputs = task.input_values()
         self.checkpoint: dict[str, Any] = dict(self.inputs.get("checkpoint") or {})
@@ -112,6 +113,7 @@ class TaskContext:
         self.delivery_id = delivery_id
         self._client_factory = client
         self._client: Any = None
+        self._client_for = client_for
         self._executor = executor
         self._policy_factory = policy
         self._policy: Any = None
@@ -138,6 +140,12 @@ class TaskContext:
             self._client = self._client_factory()
         return self._client
 
+    def client_for(self, installation_id: int, repository: str) -> Any:
+        """A client for another installation's repository, for a task that spans them (a tick)."""
+        if self._client_for is None:
+            raise PermanentError("this task may only act on its own repository")
+        return self._client_for(installation_id, repository)
+
     def policy(self) -> Any:
         """The repository's PolicyLoad, read once per turn (a 304 when unchanged)."""
         if self._policy is None:
@@ -147,13 +155,16 @@ class TaskContext:
     def now(self) -> datetime:
         return self._clock()
 
-    def apply(self, action: Action, raise_refused: bool = False) -> dict[str, Any] | None:
+    def apply(self, action: Action, raise_refused: bool = False,
+              installation_id: int | None = None) -> dict[str, Any] | None:
         """Apply one effect once: GitHub's answer, or None when it was done before (or dry-run).
 
         A refusal by GitHub is audited and gives None too, unless `raise_refused`: then it raises
-        GitHub's PermanentError, for an effect the task cannot go on without.
+        GitHub's PermanentError, for an effect the task cannot go on without. `installation_id`
+        acts in another installation (an installation-wide tick acting on one repository).
         """
-        return self._executor.apply(action, self.installation_id, self.task.task_id, self.delivery_id,
+        installation = self.installation_id if installation_id is None else installation_id
+        return self._executor.apply(action, installation, self.task.task_id, self.delivery_id,
                                     raise_refused=raise_refused)
 
     def heartbeat(self, summary: str, waits_for: tuple[str, ...] = (),
@@ -248,6 +259,8 @@ class AgentRunner:
             links=self._links,
             delivery_id=envelope.message_id,
             clock=self._clock,
+            client_for=lambda installation_id, repository: self._client_for(installation_id, repository,
+                                                                             task.task_id),
         )
         outcome = self._turn(ctx)
         publish_result(self._publisher(), task, outcome, self._clock())

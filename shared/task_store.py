@@ -110,6 +110,29 @@ def run_transaction(client: Any, fn: Callable[..., Any], *args: Any) -> Any:
         raise RetryableError(f"firestore transaction {fn.__name__} contended: {exc}") from exc
 
 
+def where(query: Any, field: str, op: str, value: Any) -> Any:
+    """`query` filtered on one field, in the keyword form the Firestore client wants."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    return query.where(filter=FieldFilter(field, op, value))
+
+
+class DocumentStore:
+    """An agent's store over one Firestore client: its transactions and reads fail retryably."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return run_transaction(self._client, fn, *args)
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except _google_errors() as exc:
+            raise RetryableError(f"{what}: {exc}") from exc
+
+
 def merge_checkpoint(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """`new` over `old`, mappings merged key by key; a key is removed only by setting it to None."""
     merged = dict(old)

@@ -16,12 +16,11 @@ Every Google error becomes a RetryableError, as in `shared.task_store`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from shared.errors import RetryableError
-from shared.task_store import REPOS, _google_errors, repo_doc_id, run_transaction
+from shared.task_store import REPOS, DocumentStore, repo_doc_id
 
 FLAKY = "flaky"
 MEASUREMENTS = "measurements"
@@ -47,11 +46,8 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class TestStore:
+class TestStore(DocumentStore):
     __test__ = False  # not a pytest test class, though its name starts with Test
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
 
     # ---- references and small helpers ------------------------------------------------------
 
@@ -66,15 +62,6 @@ class TestStore:
 
     def _baseline(self, repository: str, ref: str) -> Any:
         return self._repo(repository).collection(BASELINES).document(ref_doc_id(ref))
-
-    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return run_transaction(self._client, fn, *args)
-
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except _google_errors() as exc:
-            raise RetryableError(f"{what}: {exc}") from exc
 
     # ---- flaky CI items --------------------------------------------------------------------
 
