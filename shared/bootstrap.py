@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from shared import log as logsetup
@@ -39,8 +39,10 @@ def _once(factory: Callable[[Any], T]) -> Callable[[Any], T]:
 
 
 class Services:
-    def __init__(self, config: Config, secret_client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(self, config: Config, secret_client_factory: Callable[[], Any] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         self.config = config
+        self.clock = clock  # every time the functions read; tests pass their own
         self._lock = threading.RLock()
         # None means the real Secret Manager client; tests serve the real service in-process.
         self._secret_client_factory = secret_client_factory
@@ -84,11 +86,11 @@ class Services:
     def orchestrator(self) -> Any:
         from functions.orchestrator.handler import Limits, Orchestrator
 
-        return Orchestrator(self.ledger, self.tasks, self.publisher, self.audit,
+        return Orchestrator(self.ledger, self.tasks, self.publisher, self.audit, clock=self.clock,
                             internal_jobs={"redelivery_sweep": self.redelivery_sweep},
                             installations=self.installations, github=self.github_or_none,
                             limits=Limits(self.config.global_daily_tasks, self.config.global_daily_cost),
-                            dry_run=self.config.dry_run)
+                            dry_run=self.config.dry_run, deployments=self.deployments)
 
     @_once
     def installations(self) -> Any:
@@ -201,7 +203,77 @@ class Services:
             from functions.qa_agent.agent import QaAgent
 
             return QaAgent()
+        if name == "deploy":
+            from functions.deploy_agent.agent import DeployAgent, Ports
+
+            return DeployAgent(Ports(store=self.deployments, appengine=self.appengine, builder=self.builder,
+                                     monitor_store=self.monitor_store, monitoring=self.monitoring,
+                                     notifier=self.notifier))
+        if name == "monitor":
+            from functions.monitor_agent.agent import MonitorAgent
+
+            # A paused or held repository is not probed either (its incidents would be acted on).
+            def stop_reason(repository: str) -> str:
+                return str(self.tasks().stop_reason("monitor", repository, 0))
+
+            return MonitorAgent(store=self.monitor_store, notifier=self.notifier, stop_reason=stop_reason)
         return None
+
+    # ---- the deploy and monitor agents' ports ---------------------------------------------------
+
+    @_once
+    def deployments(self) -> Any:
+        from functions.deploy_agent.store import DeployStore
+
+        return DeployStore(self.firestore())
+
+    @_once
+    def monitor_store(self) -> Any:
+        from functions.monitor_agent.store import MonitorStore
+
+        return MonitorStore(self.firestore())
+
+    def _google_token(self) -> Callable[[], str]:
+        from shared.google_auth import google_token_source, static_token_source
+        from shared.google_rest import is_loopback
+
+        if is_loopback(self.config.appengine_api_url):
+            return static_token_source("sandbox-token")  # the App Engine sandbox takes any token
+        return google_token_source()
+
+    @_once
+    def appengine(self) -> Any:
+        from shared.appengine import AppEngineAdmin
+
+        return AppEngineAdmin(self.config.appengine_api_url, self.config.project, self._google_token())
+
+    @_once
+    def builder(self) -> Any:
+        from functions.deploy_agent.builders import CloudBuildBuilder, VersionsBuilder
+
+        if self.config.deploy_backend == "versions":
+            return VersionsBuilder(self.appengine())
+        from shared.cloudbuild import CloudBuild
+
+        return CloudBuildBuilder(CloudBuild(self.config.cloudbuild_api_url, self.config.project,
+                                            self._google_token()))
+
+    @_once
+    def monitoring(self) -> Any:
+        from shared.cloud_monitoring import CloudMonitoring
+
+        return CloudMonitoring(self.config.monitoring_api_url, self.config.project, self._google_token())
+
+    @_once
+    def notifier(self) -> Any:
+        from shared.notify import NullNotifier, SlackNotifier
+
+        url = self.config.slack_webhook_url
+        if not url and not self.config.private_key:
+            # In Google Cloud (secrets from Secret Manager) an absent secret means no Slack.
+            secret = self.secret_source().access(self.config.slack_webhook_secret_id)
+            url = secret.data.decode().strip() if secret is not None else ""
+        return SlackNotifier(url, self.audit) if url else NullNotifier()
 
     def agent_runner(self, name: str) -> Any:
         from functions.placeholder_agent import PlaceholderAgent
@@ -212,7 +284,8 @@ class Services:
             return PlaceholderAgent(name, self.publisher)
         return AgentRunner(agent, publisher=self.publisher, tasks=self.tasks, audit=self.audit,
                            github=self.github_or_none, policy_for=_policy_for,
-                           links=Links(self.config.dashboard_url), dry_run=self.config.dry_run)
+                           links=Links(self.config.dashboard_url), dry_run=self.config.dry_run,
+                           clock=self.clock)
 
     @_once
     def _consumers(self) -> dict[str, Any]:

@@ -154,6 +154,41 @@ def _audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy_list(args: argparse.Namespace) -> int:
+    releases = _services().deployments().releases(repository=args.repo or "", service=args.service or "",
+                                                 limit=args.limit)
+    if not releases:
+        print("no releases")
+        return 0
+    print(table(["release", "service", "version", "state", "traffic", "previous", "repository", "started"],
+                [[r.get("id"), r.get("service"), r.get("version"), r.get("state"),
+                  f"{r.get('traffic') or 0}%", r.get("previous_version"), r.get("repository"),
+                  _when(r.get("started_at"))]
+                 for r in releases]))
+    return 0
+
+
+def _deploy_rollback(args: argparse.Namespace) -> int:
+    """Roll a service back through the orchestrator, so the deploy agent does it and it is audited."""
+    import getpass
+
+    from functions.orchestrator.handler import Turn
+
+    services = _services()
+    releases = services.deployments().releases(repository=args.repo or "", service=args.service, limit=1)
+    if not releases:
+        print(f"no release of {args.service} to roll back")
+        return 1
+    release = releases[0]
+    actor = f"operator {getpass.getuser()}"
+    turn = Turn(delivery_id=f"cli-{release.get('id')}")
+    reply = services.orchestrator().rollback(str(release.get("repository") or ""),
+                                             int(release.get("installation_id") or 0), actor, turn,
+                                             service=args.service)
+    print(reply)
+    return 1 if reply.startswith(("There is no", "Deploys are not")) else 0
+
+
 def _duration_hours(text: str) -> float:
     units = {"m": 1 / 60, "h": 1.0, "d": 24.0}
     try:
@@ -277,6 +312,25 @@ def parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--task", required=True, help="the task id")
     show.set_defaults(run=_audit_show)
+
+    deploy = verbs.add_parser("deploy", help="releases of the deploy agent")
+    deploy_verbs = deploy.add_subparsers(dest="deploy_verb", required=True, metavar="COMMAND")
+    listing = deploy_verbs.add_parser(
+        "list", help="the newest releases, with state and traffic",
+        description="One row per release from the deployments collection, newest first.")
+    listing.add_argument("--service", help="one App Engine service")
+    listing.add_argument("--repo", help="one repository (owner/name)")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=_deploy_list)
+    rollback = deploy_verbs.add_parser(
+        "rollback", help="move a service's traffic back to the version before its newest release",
+        description="Stops the service's newest release: one in progress is rolled back (or cancelled "
+        "before any traffic moved) by its own deploy task; an ended one gets a rollback task. The deploy "
+        "agent moves 100%% of traffic to the previous version in one call, marks the GitHub deployment "
+        "failed and opens an incident issue.")
+    rollback.add_argument("service", help="the App Engine service, like default")
+    rollback.add_argument("--repo", help="the repository, when more than one deploys the service")
+    rollback.set_defaults(run=_deploy_rollback)
 
     from sandbox.cli import register as register_sandbox
 

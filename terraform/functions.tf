@@ -24,6 +24,8 @@ locals {
     AGENTOPS_LLM_MODEL    = var.llm_model
     # Where task and audit links in comments point (the dashboard); empty: links name CLI commands.
     AGENTOPS_DASHBOARD_URL = var.dashboard_url
+    # How releases are built: Cloud Build (gcloud app deploy --no-promote) or the versions API.
+    AGENTOPS_DEPLOY_BACKEND = var.deploy_backend
   }
 }
 

@@ -127,6 +127,16 @@ variable "dashboard_url" {
   default     = ""
 }
 
+variable "deploy_backend" {
+  description = "How the deploy agent builds a release: cloudbuild (gcloud app deploy --no-promote in Cloud Build) or versions (the App Engine versions API)."
+  type        = string
+  default     = "cloudbuild"
+  validation {
+    condition     = contains(["cloudbuild", "versions"], var.deploy_backend)
+    error_message = "deploy_backend must be cloudbuild or versions."
+  }
+}
+
 # --- Function source and sizing -------------------------------------------------------------
 
 variable "source_dir" {

@@ -26,6 +26,8 @@ AGENTS_PAUSE = "agents pause"
 AGENTS_RESUME = "agents resume"
 AGENTS_STATUS = "agents status"
 IMPLEMENT = "agent implement"
+DEPLOY = "deploy"
+ROLLBACK = "rollback"
 UNKNOWN = "unknown"
 
 # Which permission setting of the repo's policy each verb needs: "chatops" is the policy's
@@ -40,9 +42,12 @@ VERB_PERMISSION: Mapping[str, str] = {
     AGENTS_RESUME: "admin",
     AGENTS_STATUS: "read",
     IMPLEMENT: "chatops",
+    DEPLOY: "chatops",
+    ROLLBACK: "chatops",
 }
 
-_SIMPLE = {"/hold": HOLD, "/unhold": UNHOLD, "/retry": RETRY, "/cancel": CANCEL, "/approve": APPROVE}
+_SIMPLE = {"/hold": HOLD, "/unhold": UNHOLD, "/retry": RETRY, "/cancel": CANCEL, "/approve": APPROVE,
+           "/deploy": DEPLOY, "/rollback": ROLLBACK}
 _AGENTS = {"pause": AGENTS_PAUSE, "resume": AGENTS_RESUME, "status": AGENTS_STATUS}
 _FENCE = re.compile(r"^\s*(```|~~~)")
 

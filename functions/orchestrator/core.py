@@ -7,7 +7,7 @@ or pull request, head SHA, tick minute), so the same event can never make two ta
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,8 @@ from shared.ports import TaskSpec
 AGENT_TASK_LABEL = "agent-task"
 IMPLEMENT_KIND = "implement_issue"
 ORCHESTRATOR = "orchestrator"  # jobs the orchestrator runs itself rather than dispatching
+MONITOR_AGENT = "monitor"
+RELEASE_WAKE_PREFIX = "release:"  # `release:<id>`: a deploy task waiting for the monitor's next look
 
 
 def task_id(kind: str, repository: str, subject: str) -> str:
@@ -69,6 +71,34 @@ def implement_spec(repository: str, installation_id: int, number: int, title: st
                     inputs={**inputs, **extra})
 
 
+DEPLOY_KIND = "deploy_merge"
+ROLLBACK_KIND = "rollback"
+
+
+def deploy_spec(repository: str, installation_id: int, pull: Mapping[str, Any], source: str,
+                extra: dict[str, Any]) -> TaskSpec | None:
+    """The deploy task of a merged pull request, as `/deploy` asks for it: the merge's own task id."""
+    sha = pull.get("merge_commit_sha")
+    if not pull.get("merged") or not isinstance(sha, str) or not sha:
+        return None
+    subject = f"merge/{sha}"
+    return TaskSpec(task_id=task_id(DEPLOY_KIND, repository, subject), kind=DEPLOY_KIND, agent="deploy",
+                    repository=repository, installation_id=installation_id, subject=subject, source=source,
+                    inputs={"pull_number": pull.get("number"), "merge_commit_sha": sha,
+                            "base_ref": str(_dig(pull, "base", "ref") or ""),
+                            "pull_head_sha": str(_dig(pull, "head", "sha") or ""), **extra})
+
+
+def rollback_spec(repository: str, installation_id: int, release_id: str, number: int, source: str,
+                  requested_by: str, at: datetime) -> TaskSpec:
+    """A rollback of an ended release, by hand; one per release and minute, so a repeat is one task."""
+    subject = f"rollback/{release_id}/{at:%Y%m%dT%H%M}"
+    return TaskSpec(task_id=task_id(ROLLBACK_KIND, repository, subject), kind=ROLLBACK_KIND, agent="deploy",
+                    repository=repository, installation_id=installation_id, subject=subject, source=source,
+                    inputs={"release_id": release_id, "requested_by": requested_by,
+                            **({"pull_number": number} if number else {})})
+
+
 def _pull_request_head(facts: EventFacts) -> tuple[str, dict[str, Any]] | None:
     number = _dig(facts.payload, "pull_request", "number")
     head_sha = _dig(facts.payload, "pull_request", "head", "sha")
@@ -115,7 +145,7 @@ ROUTES: tuple[Route, ...] = (
     Route("issues", frozenset({"labeled"}), "code", IMPLEMENT_KIND, _labelled_for_agent),
     Route("pull_request", PR_HEAD_ACTIONS, "test", "test_pull_request", _pull_request_head),
     Route("pull_request", PR_HEAD_ACTIONS, "qa", "review_pull_request", _pull_request_head),
-    Route("pull_request", frozenset({"closed"}), "deploy", "deploy_merge", _merged_to_default),
+    Route("pull_request", frozenset({"closed"}), "deploy", DEPLOY_KIND, _merged_to_default),
     Route("pull_request", frozenset({"closed"}), "test", "update_baseline", _merged_to_default),
 )
 
@@ -225,6 +255,13 @@ def wake_keys(facts: EventFacts) -> list[str]:
 def wake_summary(facts: EventFacts) -> dict[str, Any]:
     """What a woken agent is told about the event, small and without the whole payload."""
     body = facts.payload.get(facts.event) if isinstance(facts.payload.get(facts.event), dict) else {}
+    if facts.event == "chatops":
+        return {"event": facts.event, "action": facts.action, "delivery_id": facts.delivery_id,
+                "actor": str(_dig(facts.payload, "chatops", "actor") or "")}
+    if facts.event == "cloud_build":
+        build = facts.payload.get("build") if isinstance(facts.payload.get("build"), dict) else {}
+        return {"event": facts.event, "action": facts.action, "delivery_id": facts.delivery_id,
+                "build_id": str(build.get("id") or ""), "status": str(build.get("status") or "")}
     return {
         "event": facts.event,
         "action": facts.action,

@@ -35,6 +35,7 @@ from shared.task_store import DispatchPolicy, cost_units
 log = logging.getLogger("agentops.orchestrator")
 
 NAME = "orchestrator"
+MAX_WAKE_KEYS = 200  # releases one monitor tick may wake
 APPROVAL_CHECK = "agent-ops/approval"
 
 MESSAGE_TYPES = {
@@ -106,8 +107,10 @@ class Orchestrator:
         github: Callable[[], Any] | None = None,
         limits: Limits = Limits(),
         dry_run: bool = False,
+        deployments: Callable[[], Any] | None = None,
     ) -> None:
         self._installations = installations
+        self._deployments = deployments  # the deploy agent's releases, for /rollback
         self._internal_jobs = {"task_sweep": self.sweep, **dict(internal_jobs or {})}
         self._ledger = ledger
         self._tasks = tasks
@@ -373,6 +376,8 @@ class Orchestrator:
             self._clock(),
             details,
         )
+        # Before anything may return: a redelivered result wakes nobody twice (each wake is keyed).
+        self._wake_named(result, details)
         if not changed.applied:
             log.info(
                 "result already recorded or stale", extra={"task_id": result.task_id, "outcome": "duplicate"}
@@ -401,6 +406,22 @@ class Orchestrator:
             self._request_approval(task, turn)
         if changed.released_slot or task.get("status") in lifecycle.TERMINAL:
             self.wake_waiting(str(task.get("repository") or ""), turn)
+
+    def _wake_named(self, result: AgentTaskResult, details: Mapping[str, Any]) -> None:
+        """The monitor's tick wakes the releases it measured, so they decide on what it saw.
+
+        Only the monitor may wake this way, and only `release:<id>` keys: no agent can poke
+        another's tasks in general.
+        """
+        keys = details.get("wake")
+        if result.agent != core.MONITOR_AGENT or not isinstance(keys, list):
+            return
+        facts = core.EventFacts("monitor", "tick", f"result-{result.task_id}-{result.attempt}", "", 0, {})
+        turn = Turn(delivery_id=facts.delivery_id)
+        for key in keys[:MAX_WAKE_KEYS]:
+            if isinstance(key, str) and key.startswith(core.RELEASE_WAKE_PREFIX):
+                for task in self._tasks().query(waits_for=key):
+                    self._wake(task, facts, turn)
 
     def on_build(self, build: CloudBuildNotification, envelope: Envelope) -> None:
         # Builds are recorded; a task that waits for one names `build:<id>` in its waits_for.
@@ -876,6 +897,7 @@ class Orchestrator:
                 else "Nothing here failed, was blocked or cancelled."
             )
         elif verb == chatops.CANCEL:
+            stopped_release = False
             for task in self._tasks().query(repository=repository, number=number):
                 if task.get("status") not in lifecycle.TERMINAL:
                     moved = self._tasks().transition(
@@ -884,6 +906,8 @@ class Orchestrator:
                     if moved.applied:
                         affected.append(f"`{task['task_id']}`")
                         self._close_approval_check(moved.before, f"Cancelled by {actor}", turn)
+                        if task.get("agent") == "deploy" and moved.before.get("status") != lifecycle.QUEUED:
+                            stopped_release = True
             if affected:
                 self.wake_waiting(repository, turn)
             reply = (
@@ -891,6 +915,14 @@ class Orchestrator:
                 if affected
                 else "Nothing here was running or waiting."
             )
+            if stopped_release:
+                # A release does not end with its task: it is stopped (cancelled before any traffic
+                # moved, else rolled back) so no half-done release holds the service.
+                releases = self._deployments().releases(repository=repository) if self._deployments else []
+                for release in releases:
+                    if release.get("active") and int(release.get("pull_number") or 0) == number:
+                        reply += " " + self.rollback(repository, installation_id, actor, turn, number=number,
+                                                     release=release)
         elif verb == chatops.APPROVE:
             reply = self._approve(waiting, login, turn)
         elif verb in (chatops.AGENTS_PAUSE, chatops.AGENTS_RESUME):
@@ -910,10 +942,15 @@ class Orchestrator:
             reply = self._status_reply(repository)
         elif verb == chatops.IMPLEMENT:
             reply = self._implement(facts, number, actor, turn)
+        elif verb == chatops.DEPLOY:
+            reply = self._deploy(facts, number, actor, turn)
+        elif verb == chatops.ROLLBACK:
+            reply = self.rollback(repository, installation_id, actor, turn, number=number)
         else:
             reply = (
                 f"Unknown command `{chatops.neutralise(command.argument, 40)}`. Commands: `/hold`, "
-                "`/unhold`, `/retry`, `/cancel`, `/approve [task]`, `/agent implement`, `/agents pause`, "
+                "`/unhold`, `/retry`, `/cancel`, `/approve [task]`, `/agent implement`, `/deploy`, "
+                "`/rollback`, `/agents pause`, "
                 "`/agents resume`, `/agents status`."
             )
         self._answer(repository, installation_id, number, key, f"@{chatops.neutralise(login, 60)} {reply}",
@@ -943,6 +980,58 @@ class Orchestrator:
             return (f"#{number} already has the code agent's task `{spec.task_id}` "
                     f"({task.get('status', 'unknown')}); `/retry` starts it again if it failed.")
         return f"Handed #{number} to the code agent: task `{spec.task_id}` ({outcome})."
+
+    def _deploy(self, facts: core.EventFacts, number: int, actor: str, turn: Turn) -> str:
+        """`/deploy` on a merged pull request: the merge's own deploy task, so the two never make two."""
+        issue = facts.payload.get("issue") or {}
+        if not issue.get("pull_request"):
+            return "`/deploy` works on a merged pull request: it deploys its merge commit."
+        pull = self._client(facts.installation_id, facts.repository).request(
+            "GET", f"/repos/{facts.repository}/pulls/{number}")
+        spec = core.deploy_spec(facts.repository, facts.installation_id, pull or {},
+                                f"delivery/{facts.delivery_id}", {"requested_by": actor})
+        if spec is None:
+            return f"#{number} is not merged; only a merged commit is deployed."
+        outcome = self.dispatch(spec, turn)
+        if outcome == "already":
+            task = self._tasks().get(spec.task_id) or {}
+            status = task.get("status", "unknown")
+            return (f"#{number} already has the deploy task `{spec.task_id}` ({status}); "
+                    "`/retry` deploys it again once it has ended.")
+        return f"Deploying the merge of #{number}: task `{spec.task_id}` ({outcome})."
+
+    def rollback(self, repository: str, installation_id: int, actor: str, turn: Turn | None = None, *,
+                 number: int = 0, service: str = "", release: Mapping[str, Any] | None = None) -> str:
+        """Roll back the newest release of a repository (or service), from `/rollback` or the CLI.
+
+        A release still in progress is stopped by waking its own task (its state machine rolls it
+        back, or cancels it before any traffic moved); an ended one gets a rollback task.
+        """
+        turn = turn or Turn()
+        if self._deployments is None:
+            return "Deploys are not set up here."
+        if release is None:
+            releases = self._deployments().releases(repository=repository, service=service, limit=1)
+            if not releases:
+                return "There is no release to roll back."
+            release = releases[0]
+        release_id = str(release.get("id") or "")
+        what = f"{release.get('service')} {release.get('version')}"
+        if release.get("state") in ("rolled_back", "failed", "cancelled"):
+            return f"The newest release, {what}, is {release.get('state')}; there is nothing to roll back."
+        if release.get("active"):
+            facts = core.EventFacts("chatops", "rollback", f"rollback-{release_id}-{turn.delivery_id}",
+                                    repository, installation_id, {"chatops": {"actor": actor}})
+            woken = [task for task in self._tasks().query(waits_for=f"{core.RELEASE_WAKE_PREFIX}{release_id}")
+                     if self._wake(task, facts, turn)]
+            if woken:
+                return f"Rolling back {what}: its deploy task `{woken[0]['task_id']}` stops it now."
+        spec = core.rollback_spec(str(release.get("repository") or repository),
+                                  int(release.get("installation_id") or installation_id), release_id, number,
+                                  f"rollback/{turn.delivery_id}", actor, self._clock())
+        outcome = self.dispatch(spec, turn)
+        target = release.get("previous_version") or "nothing"
+        return f"Rolling back {what} to {target}: task `{spec.task_id}` ({outcome})."
 
     def _approve(self, waiting: list[dict[str, Any]], login: str, turn: Turn) -> str:
         if not waiting:

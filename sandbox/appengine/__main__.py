@@ -24,10 +24,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds until an operation is done (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed traffic and fault sampling, for repeatable runs")
+    parser.add_argument("--demo", action="store_true",
+                        help="start with the demo organisation's services: default and widgets, each "
+                        "with a version v1 serving all its traffic")
     args = parser.parse_args(argv)
     if args.operation_delay < 0:
         parser.error("--operation-delay must be >= 0")
     return args
+
+
+DEMO_SERVICES = ("default", "widgets")  # App Engine's first service must be `default`
+
+
+def seed_demo(url: str, app: str) -> None:
+    """What the demo organisation already runs, created through the Admin API like any client."""
+    from sandbox.appengine.control import AppEngineControl
+
+    control = AppEngineControl(url, app=app)
+    try:
+        for service in DEMO_SERVICES:
+            control.wait(control.create_version(service, {"id": "v1", "runtime": "python312"}))
+    finally:
+        control.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"appengine sandbox: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
         return 1
+    if args.demo:
+        seed_demo(url, args.app)
     return serve_until_stopped("appengine sandbox", url, sandbox.close)
 
 

@@ -1,7 +1,8 @@
 """Seeds: a ready-made organisation to try the system on.
 
 `demo`: the App is installed (installation 77) on the organisation `octo` with two repositories.
-`octo/widgets` deploys (service `widgets`, smoke-tested at /health) after one approval;
+`octo/widgets` deploys (service `widgets`, smoke-tested at /health, straight to all traffic with a
+two-minute watch) after one approval;
 `octo/gadgets` keeps the default policy. alice is an admin, bob may write and carol may read.
 `octo/widgets` has a green `ci` workflow run on its default branch's head, one open Dependabot
 alert (moderate) and branch protection on `main` requiring `ci`; none of it is announced.
@@ -21,6 +22,10 @@ deploy:
   service: widgets
   smoke:
     - path: /health
+  # Small numbers, so the demo's release is live in a few monitor ticks: straight to all
+  # traffic (there is one user, the demo) and a two-minute watch window.
+  canary_steps: [100]
+  watch_minutes: 2
 approvals:
   deploy:
     count: 1

@@ -20,6 +20,7 @@ from typing import Any
 from shared.errors import ConfigError
 
 REPO = "octo/widgets"
+RELEASE_WAIT_SECONDS = 200.0  # three monitor ticks and some
 PASSED, SKIPPED, FAILED = "passed", "SKIPPED", "FAILED"
 # The issue carries its change as a patch, so the code agent's `patch` implementer (the default)
 # makes the pull request; alice, an admin, wrote it. Each run adds its own module, so the demo can
@@ -137,6 +138,9 @@ class Demo:
 
         self.firestore = firestore_client(connection.project, connection.firestore_emulator_host)
         self.control = SandboxControl(connection.github_sandbox_url)
+        self.appengine_url = connection.appengine_sandbox_url
+        self.project = connection.project
+        self.merge_sha = ""
         self.out = out
         self.timeout = step_timeout
         self.steps: list[Step] = []
@@ -252,8 +256,23 @@ class Demo:
             self.outcome(step, next(g for g in gates if g.get("status") != "succeeded"), "")
             step.reason += "; alice approved the PR"
 
+    def release(self) -> dict[str, Any] | None:
+        """The newest release of the merge, from `deployments`."""
+        releases = [doc.to_dict() for doc in self.firestore.collection("deployments")
+                    .where("sha", "==", self.merge_sha).stream()] if self.merge_sha else []
+        return max(releases, key=lambda r: r.get("started_at"), default=None)
+
+    def wait_release(self, what: str, states: tuple[str, ...]) -> dict[str, Any]:
+        """Releases move on the monitor's minute ticks: wait up to three of them, or the step timeout."""
+        timeout, self.timeout = self.timeout, max(self.timeout, RELEASE_WAIT_SECONDS)
+        try:
+            return self.wait_for(what, lambda: (lambda r: r if r and r.get("state") in states else None)(
+                self.release()))
+        finally:
+            self.timeout = timeout
+
     def merge_and_deploy(self, step: Step) -> None:
-        self.control.merge(REPO, self.pull, actor="alice")
+        self.merge_sha = str(self.control.merge(REPO, self.pull, actor="alice"))
         waiting = self.wait_for("the deploy task to wait for approval", lambda: [
             t for t in self.tasks("deploy_merge", self.pull) if t.get("status") == "waiting_approval"])[0]
         self.out(f"   deploy {waiting['task_id']} waits: {waiting.get('waiting_on')}")
@@ -261,17 +280,42 @@ class Demo:
         task = self.wait_for("the deploy to be dispatched after /approve", lambda: [
             t for t in self.tasks("deploy_merge", self.pull)
             if t.get("status") not in ("waiting_approval", "queued")])[0]
-        if task.get("status") in ("dispatched", "running"):
-            task = self.settled("deploy_merge", self.pull)
-        self.outcome(step, task, "deployed")
+        if task.get("status") not in ("dispatched", "running"):
+            self.outcome(step, task, "deployed")
+            return
+        release = self.wait_release("the release to serve all traffic",
+                                    ("watching", "succeeded", "failed", "rolled_back", "cancelled"))
+        if release.get("state") in ("watching", "succeeded"):
+            step.result, step.reason = PASSED, (f"{release['version']} serves all traffic of "
+                                                f"{release['service']} ({release['state']})")
+        else:
+            step.result = FAILED
+            step.reason = f"the release is {release.get('state')}: {'; '.join(release.get('reasons') or [])}"
 
     def fault_and_rollback(self, step: Step) -> None:
-        deploys = self.tasks("deploy_merge", self.pull)
-        if not deploys or deploys[0].get("status") != "succeeded":
-            reason = ((deploys[0].get("result") or {}).get("summary") if deploys else "") or "no deploy ran"
-            step.result, step.reason = SKIPPED, f"needs a deployed version: {reason}"
+        release = self.release()
+        if not release or release.get("state") != "watching":
+            state = release.get("state") if release else "missing"
+            step.result, step.reason = SKIPPED, f"needs a release in its watch window; it is {state}"
             return
-        step.result, step.reason = FAILED, "the deploy agent succeeded but no rollback scenario is scripted"
+        from sandbox.appengine.control import AppEngineControl
+
+        appengine = AppEngineControl(self.appengine_url, app=self.project)
+        try:
+            appengine.set_faults(release["service"], release["version"], unhealthy=True)
+        finally:
+            appengine.close()
+        self.out(f"   injected: {release['version']} of {release['service']} is unhealthy")
+        ended = self.wait_release("the rollback", ("rolling_back", "rolled_back", "failed"))
+        incidents = [i for i in self.control.state()["issues"] if i["repo"] == REPO
+                     and str(i.get("title") or "").startswith(f"Rollback of {release['service']}")]
+        if ended.get("state") == "failed" or not incidents:
+            step.result = FAILED
+            step.reason = f"the release is {ended.get('state')}; incident issues: {len(incidents)}"
+            return
+        step.result, step.reason = PASSED, (f"back on {ended['previous_version']}: "
+                                            f"{'; '.join(ended.get('reasons') or [])[:120]}; "
+                                            f"incident #{incidents[-1]['number']}")
 
 
 def summary(steps: list[Step]) -> list[str]:

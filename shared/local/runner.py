@@ -231,8 +231,17 @@ class LocalSystem:
             "AGENTOPS_LLM_MODEL": LLM_SANDBOX_MODEL,
             "LLM_API_KEY": str(_llm_sandbox_key(options)),
         } if options.llm_sandbox_port else {}
+        # The deploy and monitor agents use the App Engine sandbox for all three Google APIs, and
+        # create versions with its versions API (there is no Cloud Build here).
+        appengine_env = {
+            "AGENTOPS_APPENGINE_API_URL": self.appengine_sandbox_url,
+            "AGENTOPS_MONITORING_API_URL": self.appengine_sandbox_url,
+            "AGENTOPS_CLOUDBUILD_API_URL": self.appengine_sandbox_url,
+            "AGENTOPS_DEPLOY_BACKEND": "versions",
+        } if options.appengine_sandbox_port else {}
         env = child_environment({
             "GOOGLE_CLOUD_PROJECT": options.project,
+            **appengine_env,
             "PUBSUB_EMULATOR_HOST": pubsub.host,
             "FIRESTORE_EMULATOR_HOST": firestore.host,
             "GITHUB_WEBHOOK_SECRET": secret,
@@ -265,13 +274,16 @@ class LocalSystem:
         if options.appengine_sandbox_port:
             self._child("appengine sandbox",
                         [sys.executable, "-m", "sandbox.appengine", "--port",
-                         str(options.appengine_sandbox_port), "--app", options.project], env, logs, root)
+                         str(options.appengine_sandbox_port), "--app", options.project,
+                         *(["--demo"] if options.seed == "demo" else [])], env, logs, root)
         if options.llm_sandbox_port:
             self._child("llm sandbox",
                         [sys.executable, "-m", "sandbox.llm", "--port", str(options.llm_sandbox_port),
                          "--api-key-file", str(self.llm_key_file)], env, logs, root)
         for name, port in self.sandbox_ports.items():
             wait_for_port(port, dict(self.processes)[name], name)
+        # Cloud Scheduler's jobs, on this machine: the monitor's minute tick, the sweeps and so on.
+        self._child("scheduler", [sys.executable, "-m", "shared.local.scheduler"], env, logs, root)
 
     def write_connection_file(self) -> Path:
         """Where everything listens, for `agentops local demo` and other local tools."""

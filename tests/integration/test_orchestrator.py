@@ -150,12 +150,12 @@ def test_agent_result_is_recorded_once(function_client, admin, services, project
 def test_placeholder_agent_reports_not_implemented_on_agent_results(
     function_client, admin, project, taps
 ):
-    task = AgentTask("t-1", "deploy_merge", "deploy", 1, "o/r", 5, "merge/abc", "delivery/x",
+    task = AgentTask("t-1", "scan_repos", "scout", 1, "", 0, "tick/repo_scout/x", "tick/x",
                      now_millis(), "{}")
-    response = push(function_client("deploy_agent"), project, "agent-deploy", task.encode())
+    response = push(function_client("repo_scout"), project, "agent-scout", task.encode())
     assert response.status_code == 200
     results = [AgentTaskResult.decode(m.data) for m in drain(admin, taps["results"], expect=1)]
-    assert [(r.task_id, r.agent, r.status) for r in results] == [("t-1", "deploy", "not_implemented")]
+    assert [(r.task_id, r.agent, r.status) for r in results] == [("t-1", "scout", "not_implemented")]
 
 
 def test_a_built_agent_without_the_github_app_says_so_instead_of_acting(

@@ -159,10 +159,18 @@ def test_refusal_names_the_roles_and_cannot_be_turned_into_a_mention():
 
 def test_every_verb_names_a_permission_setting():
     verbs = {HOLD, UNHOLD, RETRY, CANCEL, APPROVE, AGENTS_PAUSE, AGENTS_RESUME, AGENTS_STATUS,
-             chatops.IMPLEMENT}
+             chatops.IMPLEMENT, chatops.DEPLOY, chatops.ROLLBACK}
     assert set(chatops.VERB_PERMISSION) == verbs
     assert UNKNOWN not in chatops.VERB_PERMISSION
     for verb, setting in chatops.VERB_PERMISSION.items():
         assert setting in {"chatops", "admin", "approval"} or setting in ROLES, verb
     assert chatops.VERB_PERMISSION[APPROVE] == "approval"
     assert chatops.VERB_PERMISSION[AGENTS_PAUSE] == "admin"
+
+
+def test_deploy_and_rollback_are_commands_of_their_own_line():
+    body = "Ship it\n/deploy\n> /rollback quoted\n/rollback now please"
+    commands = chatops.parse_commands(body)
+    assert [(c.verb, c.argument) for c in commands] == [(chatops.DEPLOY, ""),
+                                                        (chatops.ROLLBACK, "now please")]
+    assert chatops.VERB_PERMISSION[chatops.ROLLBACK] == "chatops"
