@@ -144,4 +144,5 @@ TTL_FIELDS: dict[str, str] = {
     "deliveries": "expire_at",
     "audit": "expire_at",
     "http_cache": "expire_at",
+    "health": "expire_at",  # collection group: repos/*/services/*/health and deployments/*/health
 }

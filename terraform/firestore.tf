@@ -1,5 +1,5 @@
 # The (default) Firestore database in Native mode, and TTL policies that let Firestore delete
-# expired delivery, audit and conditional-request cache documents (the runtime writes
+# expired delivery, audit, conditional-request cache and monitor health documents (the runtime writes
 # expire_at on each). The collections mirror TTL_FIELDS in shared/topology.py.
 
 locals {
@@ -7,6 +7,8 @@ locals {
     deliveries = "expire_at"
     audit      = "expire_at"
     http_cache = "expire_at"
+    # The collection group of the monitor's hourly buckets and its per-minute release health.
+    health = "expire_at"
   }
 }
 

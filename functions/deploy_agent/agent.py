@@ -80,20 +80,29 @@ class DeployAgent:
     def handle(self, ctx: TaskContext) -> Outcome:
         if ctx.task.kind == ROLLBACK_KIND:
             return self._manual_rollback(ctx)
-        load = ctx.policy()
-        policy = load.policy
-        if not load.valid or not policy.agent_enabled("deploy"):
-            why = "its policy is invalid" if not load.valid else "deploying is off or names no service"
-            return Outcome(SUCCEEDED, f"nothing to deploy: {why}")
         store = self._ports.store()
-        doc = self._release_doc(ctx, policy, store)
+        doc = self._current_release(ctx, store)
+        if doc is None:
+            # The policy decides whether a release starts, never whether one in flight goes on: a
+            # merge that turns deploying off mid-canary must not leave the traffic split.
+            load = ctx.policy()
+            if not load.valid or not load.policy.agent_enabled("deploy"):
+                why = "its policy is invalid" if not load.valid else "deploying is off or names no service"
+                return Outcome(SUCCEEDED, f"nothing to deploy: {why}")
+            doc = self._new_release(ctx, load.policy, store)
         return self._drive(ctx, doc, self._event_for(ctx, doc))
 
-    def _release_doc(self, ctx: TaskContext, policy: Any, store: DeployStore) -> dict[str, Any]:
+    def _current_release(self, ctx: TaskContext, store: DeployStore) -> dict[str, Any] | None:
+        """The task's release: from its checkpoint, or (a turn that died before reporting one) the
+        active release it created. A /retry of a release that ended deploys again: None."""
         release_id = str(ctx.checkpoint.get("release_id") or "")
-        doc = store.get(release_id) if release_id else None
-        if doc is not None:
-            return doc
+        doc = store.get(release_id) if release_id else store.active_for_task(ctx.task.task_id)
+        if doc is not None and doc.get("state") in rel.TERMINAL \
+                and int(doc.get("task_attempt") or 0) != ctx.task.attempt:
+            return None
+        return doc
+
+    def _new_release(self, ctx: TaskContext, policy: Any, store: DeployStore) -> dict[str, Any]:
         sha = str(ctx.inputs.get("merge_commit_sha") or ctx.inputs.get("sha") or "")
         if not sha:
             raise PermanentError("the deploy task names no commit")
@@ -106,16 +115,23 @@ class DeployAgent:
         release = rel.new_release(ctx.repository, service, sha, int(ctx.inputs.get("pull_number") or 0),
                                   previous, now, attempt=max(ctx.task.attempt - 1, 0))
         plan = plan_from_policy(policy)
+        url = policy.deploy.url or appengine.service_url(service)
         doc = store.create(release, plan, installation_id=ctx.installation_id, task_id=ctx.task.task_id,
-                           version_url="", build_backend="")
-        self._register(ctx, policy, service)
+                           task_attempt=ctx.task.attempt, version_url="", service_url=url,
+                           notify={"mention": policy.notify.mention, "slack": policy.notify.slack})
+        self._register(ctx, policy, service, url)
         return doc
 
-    def _register(self, ctx: TaskContext, policy: Any, service: str) -> None:
-        """The monitor learns the service (its URL, health checks and SLOs) from its deploys."""
-        url = policy.deploy.url or self._ports.appengine().service_url(service)
-        monitor = self._ports.monitor_store()
-        monitor.register_service(ctx.repository, ctx.installation_id, service, url, policy, ctx.now())
+    def _register(self, ctx: TaskContext, policy: Any, service: str, url: str) -> None:
+        """The monitor learns the service (its URL, health checks and SLOs) from its deploys.
+
+        A registration the monitor refuses (a URL it will not probe) is logged; the release goes on.
+        """
+        try:
+            self._ports.monitor_store().register_service(ctx.repository, ctx.installation_id, service, url,
+                                                         policy, ctx.now())
+        except PermanentError as exc:
+            log.error("the monitor will not watch %s: %s", service, exc, extra={"task_id": ctx.task.task_id})
 
     def _drive(self, ctx: TaskContext, doc: dict[str, Any], event: rel.Event | None) -> Outcome:
         store = self._ports.store()
@@ -125,8 +141,8 @@ class DeployAgent:
         if event is not None:
             events.append(event)
         for _ in range(MAX_EVENTS_PER_TURN):
-            if not events:
-                break
+            if not events or deploy_store.pending_actions(doc):
+                break  # nothing more to decide, or an action that must succeed first
             event = events.pop(0)
             release = deploy_store.release_from_doc(doc)
             plan = deploy_store.plan_from_doc(doc.get("plan") or {})
@@ -135,10 +151,10 @@ class DeployAgent:
                 continue
             committed = store.commit(release.id, int(doc.get("seq") or 0), decision.release, decision.actions,
                                      ctx.now())
-            if committed is None:  # another turn moved it: start again from what it wrote
+            if committed is None:  # another turn moved it: go on from what it wrote, with this event
                 doc = store.get(release.id) or doc
                 doc, produced = self._run_pending(ctx, doc)
-                events.extend(produced)
+                events[:0] = [*produced, event]
                 continue
             doc, produced = self._run_pending(ctx, committed)
             events.extend(produced)
@@ -149,7 +165,15 @@ class DeployAgent:
         events: list[rel.Event] = []
         seq = int(doc.get("seq") or 0)
         for index, action in deploy_store.pending_actions(doc):
-            event, facts = self._perform(ctx, doc, seq, index, action)
+            try:
+                event, facts = self._perform(ctx, doc, seq, index, action)
+            except PermanentError as exc:
+                if not isinstance(action, rel.Rollback):
+                    raise
+                # Going back must not be given up: it stays pending, and every tick tries again.
+                log.error("App Engine refused the rollback of %s: %s", doc.get("service"), exc,
+                          extra={"task_id": str(doc.get("id") or "")})
+                break
             store.mark_done(str(doc["id"]), seq, index, ctx.now(), **facts)
             doc = {**doc, "done": index + 1, **facts}
             if event is not None:
@@ -184,6 +208,13 @@ class DeployAgent:
             return rel.ManualRollback(str(wake.get("actor") or "a maintainer"))
         if release.state == rel.PREFLIGHT:
             return rel.PreflightChecked(self._preflight(ctx, release))
+        if release.state == rel.BUILDING and not release.build_id and doc.get("started_build"):
+            # The build started but the turn ended before the release recorded it.
+            return rel.BuildStarted(str(doc["started_build"]))
+        if release.state == rel.SMOKE and not deploy_store.pending_actions(doc):
+            # The smoke results were lost with a turn: run the checks again (they change nothing).
+            plan = deploy_store.plan_from_doc(doc.get("plan") or {})
+            return self._smoke(release, rel.RunSmoke(release.version, plan.smoke))
         if release.state == rel.BUILDING:
             if event == "cloud_build" and wake.get("build_id"):
                 return rel.BuildFinished(str(wake["build_id"]), str(wake.get("status") or ""))
@@ -239,12 +270,17 @@ class DeployAgent:
                                                        "failures": int(doc.get("failures") or 0)})
         return None
 
-    def _tick(self, ctx: TaskContext, release: rel.Release) -> rel.Tick:
+    def _tick(self, ctx: TaskContext, release: rel.Release) -> rel.Tick | None:
         """What the monitor and Cloud Monitoring saw of the new version since this step began."""
         appengine = self._ports.appengine()
         now = ctx.now()
-        serving = _safe_split(appengine, release.service)
-        versions = tuple(_version_rows(appengine, release.service, serving))
+        try:
+            serving = _safe_split(appengine, release.service)
+            versions = tuple(_version_rows(appengine, release.service, serving))
+        except PermanentError as exc:  # no decision on a look that failed; the next tick looks again
+            log.error("could not read %s from App Engine: %s", release.service, exc,
+                      extra={"task_id": release.id})
+            return None
         if release.state == rel.ROLLING_BACK:
             return rel.Tick(now, None, serving, versions)
         return rel.Tick(now, self._health(release, now), serving, versions)
@@ -277,7 +313,9 @@ class DeployAgent:
     def _perform(self, ctx: TaskContext, doc: Mapping[str, Any], seq: int, index: int,
                  action: rel.Action) -> tuple[rel.Event | None, dict[str, Any]]:
         release = deploy_store.release_from_doc(doc)
-        key = ctx.key(release.id, seq, index)
+        # The release's, not the task's: a rollback task finishing a decision the deploy task
+        # committed makes none of its effects a second time.
+        key = f"deploy:{release.id}:{seq}:{index}"
         repo = release.repository
         if isinstance(action, rel.CreateGitHubDeployment):
             deployment_id = self._github_deployment(ctx, release, action, key)
@@ -297,20 +335,26 @@ class DeployAgent:
         if isinstance(action, rel.RunSmoke):
             return self._smoke(release, action), {}
         if isinstance(action, rel.SetTraffic):
-            self._ports.appengine().set_split(release.service, dict(action.split))
+            try:
+                self._ports.appengine().set_split(release.service, dict(action.split))
+            except PermanentError as exc:  # App Engine refused the step: go back rather than stay split
+                return rel.Breach(f"App Engine refused the traffic split: {exc}"), {}
             return None, {}
         if isinstance(action, rel.Rollback):
             self._ports.appengine().set_split(release.service, {action.to_version: 1.0})
             return None, {}
         if isinstance(action, rel.OpenIncident):
-            self._incident(ctx, release, action, key)
+            self._incident(ctx, doc, release, action, key)
             return None, {}
         if isinstance(action, rel.Notify):
-            self._notify(ctx, release, action.text, key)
+            self._notify(ctx, doc, release, action.text, key)
             return None, {}
         if isinstance(action, rel.DeleteVersions):
             for version in action.versions:
-                self._ports.appengine().delete_version(release.service, version)
+                try:
+                    self._ports.appengine().delete_version(release.service, version)
+                except PermanentError as exc:  # clean-up is best effort; the release stands
+                    log.error("could not delete version %s: %s", version, exc, extra={"task_id": release.id})
             return None, {}
         return None, {}  # Wait: the monitor's ticks wake the task; nothing to schedule
 
@@ -353,25 +397,39 @@ class DeployAgent:
                                             "; ".join(reasons)))
         return rel.SmokeResult(tuple(results))
 
-    def _incident(self, ctx: TaskContext, release: rel.Release, action: rel.OpenIncident, key: str) -> None:
-        policy = ctx.policy().policy
-        mention = policy.notify.mention
+    def _incident(self, ctx: TaskContext, doc: Mapping[str, Any], release: rel.Release,
+                  action: rel.OpenIncident, key: str) -> None:
+        """One incident issue per rollback: found again by its marker after a lost answer."""
+        mention = str((doc.get("notify") or {}).get("mention") or "")
+        marker = f"<!-- agentops-release: {release.id} -->"
         body = action.body + (f"\n\ncc {mention}\n" if mention else "")
         body += f"\nDeployment: release `{release.id}`"
         if release.pull_number:
             body += f", pull request #{release.pull_number}"
-        answer = ctx.apply(ex.CreateIssue(release.repository, action.title, body, ("incident",), key=key))
-        number = int(answer.get("number") or 0) if answer else 0
+        number = self._incident_issue(ctx, release.repository, marker)
+        if not number:
+            answer = ctx.apply(ex.CreateIssue(release.repository, action.title, f"{body}\n{marker}\n",
+                                              ("incident",), key=key))
+            number = int(answer.get("number") or 0) if answer else 0
         self._ports.monitor_store().record_incident(
             incident_id=f"rollback-{release.id}", repository=release.repository, service=release.service,
             kind="rollback", issue_number=number, opened_at=ctx.now(), release_id=release.id, sha=release.sha)
 
-    def _notify(self, ctx: TaskContext, release: rel.Release, text: str, key: str) -> None:
+    @staticmethod
+    def _incident_issue(ctx: TaskContext, repository: str, marker: str) -> int:
+        for issue in ctx.client.paginate(f"/repos/{repository}/issues",
+                                         {"labels": "incident", "state": "all"}, max_pages=3):
+            if isinstance(issue, dict) and marker in str(issue.get("body") or ""):
+                return int(issue.get("number") or 0)
+        return 0
+
+    def _notify(self, ctx: TaskContext, doc: Mapping[str, Any], release: rel.Release, text: str,
+                key: str) -> None:
         """On the pull request (or nowhere, for a manual deploy without one) and on Slack."""
         if release.pull_number:
             ctx.apply(ex.PostComment(release.repository, release.pull_number, text, key=key))
         notifier = self._ports.notifier()
-        if notifier is not None and ctx.policy().policy.notify.slack:
+        if notifier is not None and (doc.get("notify") or {}).get("slack", True):
             notifier.notify(f"{key}:slack", f"{release.repository}: {text}", self.name, release.repository)
 
     # ---- /rollback -----------------------------------------------------------------------------
@@ -401,7 +459,7 @@ class DeployAgent:
         if doc is None:
             return
         release = deploy_store.release_from_doc(doc)
-        if release.terminal:
+        if release.terminal or release.state == rel.SUCCEEDED:
             return  # the release decided this itself and has said so
         if doc.get("github_deployment_id"):
             ctx.apply(ex.CreateDeploymentStatus(release.repository, int(doc["github_deployment_id"]), "error",

@@ -573,7 +573,7 @@ def _on_tick(release: Release, event: Tick, plan: DeployPlan, now: datetime) -> 
                       waited=release.waited + 1)
         return Decision(moved, (Wait(due + timedelta(minutes=plan.analysis_minutes)),), summary)
     summary = (f"{release.service} {release.version} is held at {release.traffic}%: {reasons}; "
-               "comment /rollback to go back or redeploy to try again")
+               "comment /rollback to go back; the next deploy of the service waits until then")
     moved = _move(release, CANARY, at, "canary analysis", summary, analysis.metrics, held=True,
                   reasons=analysis.reasons)
     return Decision(moved, (Notify(neutralise(summary, 1000)),), summary)

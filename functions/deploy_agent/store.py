@@ -172,13 +172,25 @@ class DeployStore(DocumentStore):
         self._call(f"update release {release_id}", lambda: self._ref(release_id).update(fields))
 
     def running_for(self, service: str, exclude: str = "") -> str:
-        """Another active release of the service (not yet ended), or ""."""
+        """Another release of the service past pre-flight and not ended, or "".
+
+        One still in pre-flight has built nothing and moved no traffic, so it holds nothing up (and
+        one whose task died there cannot block the service).
+        """
         releases = where(self._client.collection(COLLECTION), "service", "==", service)
         query = where(releases, "active", "==", True)
         for snapshot in self._call("find running releases", lambda: list(query.stream())):
-            if snapshot.id != exclude:
+            if snapshot.id != exclude and (snapshot.to_dict() or {}).get("state") != rel.PREFLIGHT:
                 return snapshot.id
         return ""
+
+    def active_for_task(self, task_id: str) -> dict[str, Any] | None:
+        """The release a task created and has not ended, found when its turn died before saying so."""
+        mine = where(self._client.collection(COLLECTION), "task_id", "==", task_id)
+        query = where(mine, "active", "==", True)
+        snapshots = self._call("find the task's release", lambda: list(query.stream()))
+        docs = [snapshot.to_dict() for snapshot in snapshots]
+        return max(docs, key=lambda doc: doc.get("created_at"), default=None)
 
     def releases(self, repository: str = "", service: str = "", limit: int = 20) -> list[dict[str, Any]]:
         """The most recent releases, newest first, of a repository and/or service."""

@@ -81,6 +81,9 @@ def deploy_spec(repository: str, installation_id: int, pull: Mapping[str, Any], 
     sha = pull.get("merge_commit_sha")
     if not pull.get("merged") or not isinstance(sha, str) or not sha:
         return None
+    default = _dig(pull, "base", "repo", "default_branch")
+    if not default or _dig(pull, "base", "ref") != default:
+        return None  # only what reached the default branch (behind its protection) is deployed
     subject = f"merge/{sha}"
     return TaskSpec(task_id=task_id(DEPLOY_KIND, repository, subject), kind=DEPLOY_KIND, agent="deploy",
                     repository=repository, installation_id=installation_id, subject=subject, source=source,

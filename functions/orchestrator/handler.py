@@ -416,6 +416,9 @@ class Orchestrator:
         keys = details.get("wake")
         if result.agent != core.MONITOR_AGENT or not isinstance(keys, list):
             return
+        task = self._tasks().get(result.task_id) or {}
+        if task.get("agent") != core.MONITOR_AGENT:
+            return  # the message says monitor; the task it reports on must be the monitor's too
         facts = core.EventFacts("monitor", "tick", f"result-{result.task_id}-{result.attempt}", "", 0, {})
         turn = Turn(delivery_id=facts.delivery_id)
         for key in keys[:MAX_WAKE_KEYS]:
@@ -906,7 +909,7 @@ class Orchestrator:
                     if moved.applied:
                         affected.append(f"`{task['task_id']}`")
                         self._close_approval_check(moved.before, f"Cancelled by {actor}", turn)
-                        if task.get("agent") == "deploy" and moved.before.get("status") != lifecycle.QUEUED:
+                        if task.get("agent") == "deploy":
                             stopped_release = True
             if affected:
                 self.wake_waiting(repository, turn)
@@ -991,7 +994,7 @@ class Orchestrator:
         spec = core.deploy_spec(facts.repository, facts.installation_id, pull or {},
                                 f"delivery/{facts.delivery_id}", {"requested_by": actor})
         if spec is None:
-            return f"#{number} is not merged; only a merged commit is deployed."
+            return f"#{number} is not merged into the default branch; only such a merge is deployed."
         outcome = self.dispatch(spec, turn)
         if outcome == "already":
             task = self._tasks().get(spec.task_id) or {}
@@ -1002,30 +1005,34 @@ class Orchestrator:
 
     def rollback(self, repository: str, installation_id: int, actor: str, turn: Turn | None = None, *,
                  number: int = 0, service: str = "", release: Mapping[str, Any] | None = None) -> str:
-        """Roll back the newest release of a repository (or service), from `/rollback` or the CLI.
+        """Roll back what a repository (or service) serves, from `/rollback` or the CLI.
 
-        A release still in progress is stopped by waking its own task (its state machine rolls it
-        back, or cancels it before any traffic moved); an ended one gets a rollback task.
+        The target is the pull request's own release when `number` has one, else the newest release
+        carrying traffic (canary, watch window, live), else the newest one still in progress. One in
+        progress is stopped by waking its own task (its state machine rolls it back, or cancels it
+        before any traffic moved); an ended one gets a rollback task.
         """
         turn = turn or Turn()
         if self._deployments is None:
             return "Deploys are not set up here."
         if release is None:
-            releases = self._deployments().releases(repository=repository, service=service, limit=1)
-            if not releases:
-                return "There is no release to roll back."
-            release = releases[0]
+            release = _rollback_target(self._deployments().releases(repository=repository, service=service,
+                                                                    limit=50), number)
+            if release is None:
+                return "There is no release serving traffic or in progress to roll back."
         release_id = str(release.get("id") or "")
         what = f"{release.get('service')} {release.get('version')}"
         if release.get("state") in ("rolled_back", "failed", "cancelled"):
-            return f"The newest release, {what}, is {release.get('state')}; there is nothing to roll back."
+            return f"The release {what} is {release.get('state')}; there is nothing to roll back."
         if release.get("active"):
             facts = core.EventFacts("chatops", "rollback", f"rollback-{release_id}-{turn.delivery_id}",
                                     repository, installation_id, {"chatops": {"actor": actor}})
-            woken = [task for task in self._tasks().query(waits_for=f"{core.RELEASE_WAKE_PREFIX}{release_id}")
-                     if self._wake(task, facts, turn)]
+            waiting = self._tasks().query(waits_for=f"{core.RELEASE_WAKE_PREFIX}{release_id}")
+            woken = [task for task in waiting if self._wake(task, facts, turn)]
             if woken:
-                return f"Rolling back {what}: its deploy task `{woken[0]['task_id']}` stops it now."
+                stopped = self._stopped(woken[0])
+                when = f"once this is lifted: {stopped}" if stopped else "now"
+                return f"Rolling back {what}: its deploy task `{woken[0]['task_id']}` stops it {when}."
         spec = core.rollback_spec(str(release.get("repository") or repository),
                                   int(release.get("installation_id") or installation_id), release_id, number,
                                   f"rollback/{turn.delivery_id}", actor, self._clock())
@@ -1308,6 +1315,22 @@ class Orchestrator:
             task_id=str(task.get("task_id") or ""),
             **facts,
         )
+
+
+TRAFFIC_STATES = ("canary", "watching", "succeeded", "rolling_back")
+IN_PROGRESS_STATES = ("preflight", "building", "smoke")
+
+
+def _rollback_target(releases: list[dict[str, Any]], number: int) -> dict[str, Any] | None:
+    """Newest first: the PR's own live or in-progress release, else what serves, else what is under way."""
+    live = [r for r in releases if r.get("state") in TRAFFIC_STATES or
+            (r.get("active") and r.get("state") in IN_PROGRESS_STATES)]
+    if number:
+        own = next((r for r in live if int(r.get("pull_number") or 0) == number), None)
+        if own is not None:
+            return own
+    serving = next((r for r in live if r.get("state") in TRAFFIC_STATES), None)
+    return serving or next(iter(live), None)
 
 
 def _digest(text: str) -> str:

@@ -156,6 +156,14 @@ def test_a_smoke_failure_stops_the_release_before_any_traffic_moves(w):
     assert _statuses(w, release["github_deployment_id"]) == ["queued", "in_progress", "failure"]
     assert w.task(release["task_id"])["status"] == "failed"
 
+    _policy(w)  # the fix: a smoke check the service really serves; then /retry deploys again
+    w.github.comment(REPO, number, "/retry", author="alice")
+    w.pump()
+    _minute(w)
+    retried, failed = w.releases()
+    assert failed["id"] == release["id"] and failed["state"] == "failed"
+    assert retried["state"] == "canary" and retried["sha"] == sha and retried["id"] != release["id"]
+
 
 def test_a_canary_regression_rolls_back_opens_an_incident_and_fails_the_deployment(w):
     number, sha, release = _to_canary(w)
@@ -202,13 +210,20 @@ def test_the_monitor_opens_updates_and_closes_one_incident_for_an_outage(w):
 
 
 def test_a_crash_between_two_steps_resumes_after_redelivery(w, monkeypatch):
-    """Two crashes: after GitHub created the deployment, and after App Engine moved the traffic,
-    each before the release recorded it. The redelivered turns finish the steps, doing none twice."""
+    """Three crashes: after GitHub created the deployment, after the build started and after App
+    Engine moved the traffic, each before the release recorded it. The redelivered turns finish the
+    steps, doing none twice."""
     _policy(w)
     number, sha = _merge(w, "feature", "VALUE = 1\n")
     store, appengine = w.services.deployments(), w.services.appengine()
-    real_mark, real_split = store.mark_done, appengine.set_split
-    crashes = {"deployment": 1, "traffic": 1}
+    real_mark, real_split, real_commit = store.mark_done, appengine.set_split, store.commit
+    crashes = {"deployment": 1, "build": 1, "traffic": 1}
+
+    def crash_before_recording_the_build(release_id, seq, release, actions, now):
+        if release.build_id and crashes["build"]:
+            crashes["build"] -= 1
+            raise RetryableError("the instance died after starting the build")
+        return real_commit(release_id, seq, release, actions, now)
 
     def crash_after_deployment(release_id, seq, index, now, **facts):
         if facts.get("github_deployment_id") and crashes["deployment"]:
@@ -224,11 +239,12 @@ def test_a_crash_between_two_steps_resumes_after_redelivery(w, monkeypatch):
         return answer
 
     monkeypatch.setattr(store, "mark_done", crash_after_deployment)
+    monkeypatch.setattr(store, "commit", crash_before_recording_the_build)
     monkeypatch.setattr(appengine, "set_split", crash_after_split)
     w.github.complete_ci(REPO, sha, "success")
     w.pump()
     _minute(w)
-    assert crashes == {"deployment": 0, "traffic": 0}
+    assert crashes == {"deployment": 0, "build": 0, "traffic": 0}
     release = w.releases()[0]
     assert release["state"] == "canary" and release["traffic"] == 10
     assert w.control.get_service(SERVICE)["split"]["allocations"] == {OLD: 0.9, release["version"]: 0.1}
@@ -239,6 +255,7 @@ def test_a_crash_between_two_steps_resumes_after_redelivery(w, monkeypatch):
     decisions = [entry["decision"] for entry in release["timeline"]]
     assert len(decisions) == len(set(decisions)), decisions
     assert sum("smoke tests passed" in decision for decision in decisions) == 1
+    assert [v["id"] for v in w.control.list_versions(SERVICE)["versions"]].count(release["version"]) == 1
 
 
 def test_a_second_merge_during_a_running_deploy_waits(w):

@@ -75,12 +75,29 @@ def test_a_rollback_command_reaches_the_woken_deploy_task_with_its_actor():
 
 
 def test_the_deploy_and_rollback_specs_are_stable_per_merge_and_minute():
-    pull = {"merged": True, "merge_commit_sha": "f" * 40, "number": 7, "base": {"ref": "main"}}
+    pull = {"merged": True, "merge_commit_sha": "f" * 40, "number": 7,
+            "base": {"ref": "main", "repo": {"default_branch": "main"}}}
     first = core.deploy_spec("octo/widgets", 77, pull, "delivery/1", {})
     assert first is not None
     assert first.task_id == core.task_id("deploy_merge", "octo/widgets", f"merge/{'f' * 40}")
     assert core.deploy_spec("octo/widgets", 77, {**pull, "merged": False}, "d", {}) is None
+    elsewhere = {**pull, "base": {"ref": "release-x", "repo": {"default_branch": "main"}}}
+    assert core.deploy_spec("octo/widgets", 77, elsewhere, "d", {}) is None  # not behind main's rules
     one = core.rollback_spec("octo/widgets", 77, "r-1", 7, "s", "@bob", NOW)
     assert one.task_id == core.rollback_spec("octo/widgets", 77, "r-1", 7, "t", "@bob", NOW).task_id
     later = core.rollback_spec("octo/widgets", 77, "r-1", 7, "s", "@bob", NOW + timedelta(minutes=1))
     assert one.task_id != later.task_id
+
+
+def test_rollback_targets_what_serves_not_merely_the_newest_release():
+    from functions.orchestrator.handler import _rollback_target
+
+    live = {"id": "live", "state": "succeeded", "active": False, "pull_number": 5}
+    building = {"id": "next", "state": "building", "active": True, "pull_number": 6}
+    failed = {"id": "broken", "state": "failed", "active": False, "pull_number": 7}
+    newest_first = [failed, building, live]
+    assert _rollback_target(newest_first, 0)["id"] == "live"  # what serves, past a failed and a building one
+    assert _rollback_target(newest_first, 6)["id"] == "next"  # on its own PR: that release
+    assert _rollback_target(newest_first, 7)["id"] == "live"  # a PR whose release ended: what serves
+    assert _rollback_target([failed, building], 0)["id"] == "next"
+    assert _rollback_target([failed], 0) is None
