@@ -207,7 +207,7 @@ class DeployAgent:
         if event == "chatops" and wake.get("action") == "rollback":
             return rel.ManualRollback(str(wake.get("actor") or "a maintainer"))
         if release.state == rel.PREFLIGHT:
-            return rel.PreflightChecked(self._preflight(ctx, release))
+            return self._preflight(ctx, release)
         if release.state == rel.BUILDING and not release.build_id and doc.get("started_build"):
             # The build started but the turn ended before the release recorded it.
             return rel.BuildStarted(str(doc["started_build"]))
@@ -229,7 +229,7 @@ class DeployAgent:
             return self._tick(ctx, release)
         return None
 
-    def _preflight(self, ctx: TaskContext, release: rel.Release) -> tuple[str, ...]:
+    def _preflight(self, ctx: TaskContext, release: rel.Release) -> rel.PreflightChecked:
         policy = ctx.policy().policy
         checks = self._checks(ctx, release.sha)
         required = tuple(policy.tests.required_checks) or tuple(checks)
@@ -241,7 +241,7 @@ class DeployAgent:
             # The orchestrator's gate dispatches a deploy only once its approval is granted.
             approval_required=policy.approval_for("deploy") is not None, approved=True,
         )
-        return rel.preflight(facts, ctx.now())
+        return rel.PreflightChecked(rel.preflight(facts, ctx.now()), final=rel.preflight_final(facts))
 
     def _checks(self, ctx: TaskContext, sha: str) -> dict[str, str]:
         """Check runs and commit statuses on the merge commit: name -> conclusion ("" while pending)."""

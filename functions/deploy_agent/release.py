@@ -180,9 +180,14 @@ def new_release(repository: str, service: str, sha: str, pull_number: int, previ
 
 @dataclass(frozen=True)
 class PreflightChecked:
-    """The shell ran `preflight`; no reasons means go."""
+    """The shell ran `preflight`; no reasons means go.
+
+    `final`: a reason waiting will not fix (a required check failed, the config is invalid), so the
+    release stops; otherwise (a check pending, a freeze, another release running) it waits.
+    """
 
     reasons: tuple[str, ...] = ()
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,6 +356,14 @@ def freeze_until(window: FreezeWindow, now: datetime) -> str:
     return f"{window.to_time} UTC today"
 
 
+def preflight_final(facts: PreflightFacts) -> bool:
+    """Whether pre-flight's verdict stands however long the release waits: a required check failed on
+    the merge commit, or the deploy config is invalid. (A re-run check is a `/retry` of the deploy.)"""
+    if facts.config_problems:
+        return True
+    return any(facts.checks.get(name) in FAILING_CONCLUSIONS for name in set(facts.required))
+
+
 def preflight(facts: PreflightFacts, now: datetime) -> tuple[str, ...]:
     """Every reason the release may not go now, in words a person can act on; () means go."""
     reasons = []
@@ -446,24 +459,36 @@ def next_step(release: Release, event: Event, plan: DeployPlan, now: datetime) -
     return handler(release, event, plan, now)
 
 
+def _deployment(release: Release, plan: DeployPlan) -> tuple[Action, ...]:
+    """The GitHub deployment, unless the release has one: so GitHub shows a waiting or stopped one too."""
+    if release.github_deployment_id:
+        return ()
+    description = f"deploy {release.version} of {release.service}"
+    return (CreateGitHubDeployment(release.sha, plan.environment, description),)
+
+
 def _on_preflight(release: Release, event: PreflightChecked, plan: DeployPlan, now: datetime) -> Decision:
     if release.state != PREFLIGHT:
         return Decision(release)
+    if event.reasons and event.final:
+        return _fail(release, now, "pre-flight", "; ".join(event.reasons), {}, _deployment(release, plan),
+                     reasons=event.reasons)
     if event.reasons:
         if event.reasons == release.reasons:
             return Decision(release)
         summary = f"{release.service} {release.version} may not deploy yet"
         held = _move(release, PREFLIGHT, now, "pre-flight", summary, reasons=event.reasons)
-        return Decision(held, (Notify(_notice(held, summary, event.reasons)),), summary)
+        waiting: tuple[Action, ...] = ()
+        if not release.github_deployment_id and not release.reasons:
+            waiting = (*_deployment(release, plan),
+                       SetDeploymentStatus("queued", f"waiting: {event.reasons[0]}"[:140]))
+        return Decision(held, (*waiting, Notify(_notice(held, summary, event.reasons))), summary)
     summary = f"pre-flight passed: building {release.version}"
     started = _move(release, BUILDING, now, "pre-flight", summary, reasons=(), step_started_at=now)
-    actions = (
-        CreateGitHubDeployment(release.sha, plan.environment,
-                               f"deploy {release.version} of {release.service}"),
-        SetDeploymentStatus("queued", f"building {release.version}"),
-        StartBuild(release.version),
-    )
-    return Decision(started, actions, summary)
+    queued: tuple[Action, ...] = ()
+    if not release.github_deployment_id:  # else it is queued already, since it waited
+        queued = (*_deployment(release, plan), SetDeploymentStatus("queued", f"building {release.version}"))
+    return Decision(started, (*queued, StartBuild(release.version)), summary)
 
 
 def _on_build_started(release: Release, event: BuildStarted, plan: DeployPlan, now: datetime) -> Decision:

@@ -112,6 +112,7 @@ def test_a_healthy_release_goes_through_every_step_to_all_traffic(w):
     [release] = w.releases()
     assert release["state"] == "preflight" and release["previous_version"] == OLD
     assert "required check ci has not reported" in release["reasons"][0]
+    assert _statuses(w, release["github_deployment_id"]) == ["queued"]  # GitHub shows it waiting
 
     w.github.complete_ci(REPO, sha, "success")
     w.pump()
@@ -141,6 +142,21 @@ def test_a_healthy_release_goes_through_every_step_to_all_traffic(w):
     task = w.task(release["task_id"])
     assert task["status"] == "succeeded"
     assert release["version"] == version_id(sha, START + (release["started_at"] - START))
+
+
+def test_a_failed_required_check_stops_the_release_with_the_reason_on_the_pr_and_deployment(w):
+    _policy(w)
+    number, sha = _merge(w, "red", "VALUE = 5\n")
+    w.github.complete_ci(REPO, sha, "failure")
+    w.pump()
+    release = w.releases()[0]
+    assert release["state"] == "failed" and release["build_id"] == ""
+    assert _statuses(w, release["github_deployment_id"]) == ["queued", "failure"]
+    comments = w.services.github_app().client_for("deploy", 77, ["widgets"]).request(
+        "GET", f"/repos/{REPO}/issues/{number}/comments")
+    assert any("required check ci is failure" in comment["body"] for comment in comments)
+    assert w.control.get_service(SERVICE)["split"]["allocations"] == {OLD: 1}
+    assert [v["id"] for v in w.control.list_versions(SERVICE)["versions"]] == [OLD]
 
 
 def test_a_smoke_failure_stops_the_release_before_any_traffic_moves(w):
@@ -214,7 +230,6 @@ def test_a_crash_between_two_steps_resumes_after_redelivery(w, monkeypatch):
     Engine moved the traffic, each before the release recorded it. The redelivered turns finish the
     steps, doing none twice."""
     _policy(w)
-    number, sha = _merge(w, "feature", "VALUE = 1\n")
     store, appengine = w.services.deployments(), w.services.appengine()
     real_mark, real_split, real_commit = store.mark_done, appengine.set_split, store.commit
     crashes = {"deployment": 1, "build": 1, "traffic": 1}
@@ -241,6 +256,7 @@ def test_a_crash_between_two_steps_resumes_after_redelivery(w, monkeypatch):
     monkeypatch.setattr(store, "mark_done", crash_after_deployment)
     monkeypatch.setattr(store, "commit", crash_before_recording_the_build)
     monkeypatch.setattr(appengine, "set_split", crash_after_split)
+    number, sha = _merge(w, "feature", "VALUE = 1\n")  # the deployment is made while CI runs
     w.github.complete_ci(REPO, sha, "success")
     w.pump()
     _minute(w)

@@ -203,9 +203,31 @@ def test_preflight_reasons_hold_the_release_and_notify_once():
     twice = [(PreflightChecked(reasons), NOW), (PreflightChecked(reasons), minutes(1))]
     release, actions = run(fresh(), twice)
     assert release.state == rel.PREFLIGHT and release.reasons == reasons
-    assert [type(a) for a in actions] == [Notify]
+    # GitHub shows the waiting deployment, queued with the first reason, and the PR hears why, once.
+    assert [type(a) for a in actions] == [CreateGitHubDeployment, SetDeploymentStatus, Notify]
+    assert actions[1].state == "queued" and actions[1].description.startswith("waiting: the repository")
+    release, _ = run(release, [(DeploymentCreated(7), minutes(1))])
+    changed = ("deploys are frozen (x) until 12:00 UTC today",)
+    release, actions = run(release, [(PreflightChecked(changed), minutes(1))])
+    assert [type(a) for a in actions] == [Notify]  # a new reason: said, no second deployment
     release, actions = run(release, [(PreflightChecked(()), minutes(2))])
     assert release.state == rel.BUILDING and release.reasons == ()
+    assert [type(a) for a in actions] == [StartBuild]  # queued already
+
+
+def test_a_failed_required_check_stops_the_release_with_its_reason_on_the_deployment():
+    facts = PreflightFacts(sha=SHA, checks={"ci": "failure"}, required=("ci",))
+    reasons = rel.preflight(facts, NOW)
+    assert rel.preflight_final(facts) is True
+    decision = rel.next_step(fresh(), PreflightChecked(reasons, final=True), PLAN, NOW)
+    assert decision.release.state == rel.FAILED and decision.release.traffic == 0
+    kinds = [type(a) for a in decision.actions]
+    assert kinds == [CreateGitHubDeployment, SetDeploymentStatus, Notify]
+    status = decision.actions[1]
+    assert status.state == "failure" and "required check ci is failure" in status.description
+    pending = PreflightFacts(sha=SHA, checks={"ci": ""}, required=("ci",))
+    assert rel.preflight_final(pending) is False
+    assert rel.preflight_final(PreflightFacts(sha=SHA, config_problems=("deploy.service: bad",))) is True
 
 
 # ---------------------------------------------------------------------------------------------
