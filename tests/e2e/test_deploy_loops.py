@@ -331,3 +331,21 @@ def test_the_operator_rolls_a_service_back_from_the_cli(w, monkeypatch, capsys):
     assert cli.main(["deploy", "list", "--service", SERVICE]) == 0
     listing = capsys.readouterr().out
     assert release["id"] in listing and "rolled_back" in listing
+
+
+def test_a_hold_stops_a_release_where_it_is_and_says_so_until_it_is_lifted(w):
+    number, sha, release = _to_canary(w)
+    w.github.comment(REPO, number, "/hold waiting for the launch", author="alice")
+    w.pump()
+    for _ in range(2):
+        _minute(w, 5, traffic=400)
+    held = w.releases()[0]
+    assert (held["state"], held["traffic"]) == ("canary", 10)  # the ticks moved nothing
+    # The orchestrator defers every wake of a held task (audited), and its reply to /hold is on the PR.
+    comments = w.services.github_app().client_for("deploy", 77, ["widgets"]).request(
+        "GET", f"/repos/{REPO}/issues/{number}/comments")
+    assert any("no waiting step continues until `/unhold`" in c["body"] for c in comments)
+    w.github.comment(REPO, number, "/unhold", author="alice")
+    w.pump()
+    _minute(w, 5, traffic=400)
+    assert w.releases()[0]["traffic"] == 50
