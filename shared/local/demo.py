@@ -307,8 +307,18 @@ class Demo:
             appengine.close()
         self.out(f"   injected: {release['version']} of {release['service']} is unhealthy")
         ended = self.wait_release("the rollback", ("rolling_back", "rolled_back", "failed"))
-        incidents = [i for i in self.control.state()["issues"] if i["repo"] == REPO
-                     and str(i.get("title") or "").startswith(f"Rollback of {release['service']}")]
+
+        def incident_issues() -> list[dict[str, Any]]:
+            # The state moves first; the incident issue follows in the same turn, a write or two later.
+            return [i for i in self.control.state()["issues"] if i["repo"] == REPO
+                    and str(i.get("title") or "").startswith(f"Rollback of {release['service']}")]
+
+        incidents: list[dict[str, Any]] = []
+        if ended.get("state") != "failed":
+            try:
+                incidents = self.wait_for("the incident issue", incident_issues)
+            except TimeoutError:
+                incidents = []
         if ended.get("state") == "failed" or not incidents:
             step.result = FAILED
             step.reason = f"the release is {ended.get('state')}; incident issues: {len(incidents)}"

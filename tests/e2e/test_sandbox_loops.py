@@ -309,8 +309,11 @@ def test_a_protected_path_is_refused_and_a_failure_is_told_on_the_issue(system):
     told = eventually("the failure on the issue", lambda: next(
         (c for c in system.comments(number) if "could not finish" in c["body"]), None), timeout=90)
     assert ".github/workflows/evil.yml" in told["body"] and "`/retry`" in told["body"]
-    issue = next(i for i in system.github.state()["issues"] if i["repo"] == REPO and i["number"] == number)
-    assert "agent:failed" in issue["labels"] and "agent:in-progress" not in issue["labels"]
+    # The labels follow the comment, a spaced write or two later.
+    issue = eventually("the failed label", lambda: next(
+        (i for i in system.github.state()["issues"] if i["repo"] == REPO and i["number"] == number
+         and "agent:failed" in i["labels"]), None))
+    assert "agent:in-progress" not in issue["labels"]
     assert agent_pull(system, REPO, number) is None
     eventually("the task failed", lambda: [t["status"] for t in system.tasks("implement_issue", number)
                                            if t["repository"] == REPO] == ["failed"])
