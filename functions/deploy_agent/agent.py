@@ -35,6 +35,7 @@ from functions.deploy_agent.store import DeployStore
 from shared import executor as ex
 from shared.agent_runtime import FAILED, SUCCEEDED, Outcome, TaskContext, running
 from shared.errors import PermanentError
+from shared.github.issues import find_issue_by_marker
 from shared.markdown import neutralise
 
 log = logging.getLogger("agentops.deploy")
@@ -109,7 +110,7 @@ class DeployAgent:
         service = str(policy.deploy_service)
         now = ctx.now()
         appengine = self._ports.appengine()
-        split = _safe_split(appengine, service)
+        split = appengine.split(service)
         previous = max(split, key=lambda version: split[version]) if split else ""
         # A new attempt of the task (a /retry after a rollback) is a new release of the same commit.
         release = rel.new_release(ctx.repository, service, sha, int(ctx.inputs.get("pull_number") or 0),
@@ -275,7 +276,7 @@ class DeployAgent:
         appengine = self._ports.appengine()
         now = ctx.now()
         try:
-            serving = _safe_split(appengine, release.service)
+            serving = appengine.split(release.service)
             versions = tuple(_version_rows(appengine, release.service, serving))
         except PermanentError as exc:  # no decision on a look that failed; the next tick looks again
             log.error("could not read %s from App Engine: %s", release.service, exc,
@@ -406,7 +407,8 @@ class DeployAgent:
         body += f"\nDeployment: release `{release.id}`"
         if release.pull_number:
             body += f", pull request #{release.pull_number}"
-        number = self._incident_issue(ctx, release.repository, marker)
+        found = find_issue_by_marker(ctx.client, release.repository, marker, "incident")
+        number = int(found["number"]) if found else 0
         if not number:
             answer = ctx.apply(ex.CreateIssue(release.repository, action.title, f"{body}\n{marker}\n",
                                               ("incident",), key=key))
@@ -414,14 +416,6 @@ class DeployAgent:
         self._ports.monitor_store().record_incident(
             incident_id=f"rollback-{release.id}", repository=release.repository, service=release.service,
             kind="rollback", issue_number=number, opened_at=ctx.now(), release_id=release.id, sha=release.sha)
-
-    @staticmethod
-    def _incident_issue(ctx: TaskContext, repository: str, marker: str) -> int:
-        for issue in ctx.client.paginate(f"/repos/{repository}/issues",
-                                         {"labels": "incident", "state": "all"}, max_pages=3):
-            if isinstance(issue, dict) and marker in str(issue.get("body") or ""):
-                return int(issue.get("number") or 0)
-        return 0
 
     def _notify(self, ctx: TaskContext, doc: Mapping[str, Any], release: rel.Release, text: str,
                 key: str) -> None:
@@ -476,11 +470,6 @@ class DeployAgent:
 def _own_app(run: Mapping[str, Any]) -> bool:
     app = run.get("app") if isinstance(run.get("app"), dict) else {}
     return bool(app) and str(app.get("slug") or "") == "agent-ops"
-
-
-def _safe_split(appengine: Any, service: str) -> dict[str, float]:
-    """The service's traffic split; {} for a service that does not exist yet (a first deploy)."""
-    return dict(appengine.split(service))
 
 
 def _version_rows(appengine: Any, service: str,

@@ -61,6 +61,7 @@ from typing import Any
 
 from functions.monitor_agent import slo
 from functions.monitor_agent.incidents import (
+    INCIDENT_LABELS,
     CloseIncident,
     MonitorState,
     OpenIncident,
@@ -84,6 +85,7 @@ from functions.monitor_agent.store import (
 from shared.agent_runtime import SUCCEEDED, Outcome, TaskContext
 from shared.errors import InvalidInput, PermanentError, RetryableError
 from shared.executor import CreateIssue, PostComment, UpdateIssue
+from shared.github.issues import find_issue_by_marker
 from shared.policy import SmokeCheck
 
 log = logging.getLogger("agentops.monitor")
@@ -95,7 +97,6 @@ PROBE_TIMEOUT_CAP = 10.0  # seconds; a tick must end well within its minute
 MAX_PROBLEMS = 20
 MAX_RELEASE_ERRORS = 10
 RECENT_HOURS = 2  # the buckets whose kept probes go into an incident's body
-ISSUE_SEARCH_PAGES = 3
 ACTOR = "monitor"
 _MENTION = re.compile(r"^@[A-Za-z0-9][A-Za-z0-9-]{0,38}(?:/[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
 
@@ -523,14 +524,9 @@ class MonitorTick:
         """The incident's issue, by its id marker, if GitHub has one (a create whose answer was lost)."""
         marker = id_marker(iid)
         try:
-            client = self._client(svc)
-            listing = client.paginate(f"/repos/{svc.repository}/issues",
-                                      {"state": "all", "labels": "incident", "sort": "created",
-                                       "direction": "desc"}, max_pages=ISSUE_SEARCH_PAGES)
-            for issue in listing:
-                if isinstance(issue, Mapping) and "pull_request" not in issue \
-                        and marker in str(issue.get("body") or ""):
-                    return Settled(iid, int(issue["number"]), str(issue.get("html_url") or ""))
+            issue = find_issue_by_marker(self._client(svc), svc.repository, marker, INCIDENT_LABELS[0])
+            if issue is not None:
+                return Settled(iid, int(issue["number"]), str(issue.get("html_url") or ""))
         except RetryableError:
             raise
         except PermanentError as exc:  # unreadable: the create that follows says what GitHub thinks

@@ -377,7 +377,7 @@ class Orchestrator:
             details,
         )
         # Before anything may return: a redelivered result wakes nobody twice (each wake is keyed).
-        self._wake_named(result, details)
+        self._wake_named(result, details, changed.after or changed.before)
         if not changed.applied:
             log.info(
                 "result already recorded or stale", extra={"task_id": result.task_id, "outcome": "duplicate"}
@@ -407,7 +407,8 @@ class Orchestrator:
         if changed.released_slot or task.get("status") in lifecycle.TERMINAL:
             self.wake_waiting(str(task.get("repository") or ""), turn)
 
-    def _wake_named(self, result: AgentTaskResult, details: Mapping[str, Any]) -> None:
+    def _wake_named(self, result: AgentTaskResult, details: Mapping[str, Any],
+                    task: Mapping[str, Any]) -> None:
         """The monitor's tick wakes the releases it measured, so they decide on what it saw.
 
         Only the monitor may wake this way, and only `release:<id>` keys: no agent can poke
@@ -416,8 +417,7 @@ class Orchestrator:
         keys = details.get("wake")
         if result.agent != core.MONITOR_AGENT or not isinstance(keys, list):
             return
-        task = self._tasks().get(result.task_id) or {}
-        if task.get("agent") != core.MONITOR_AGENT:
+        if (task or {}).get("agent") != core.MONITOR_AGENT:
             return  # the message says monitor; the task it reports on must be the monitor's too
         facts = core.EventFacts("monitor", "tick", f"result-{result.task_id}-{result.attempt}", "", 0, {})
         turn = Turn(delivery_id=facts.delivery_id)

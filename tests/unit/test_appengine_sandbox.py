@@ -18,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import requests
 from google.oauth2.credentials import Credentials
@@ -27,39 +26,12 @@ from googleapiclient.errors import HttpError
 
 from sandbox.appengine import AppEngineApiError, AppEngineControl, AppEngineSandbox
 from sandbox.appengine.discovery import SUBSET_PATH, Discovery
-from sandbox.appengine.server import ERROR_SCHEMA
+from tests.support.appengine import ResponseChecker, take_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "agentops-local"
 DELAY = 0.2
 RUNTIME = "python312"
-
-
-class ResponseChecker:
-    """A requests response hook: every Admin API answer must match the discovery subset."""
-
-    def __init__(self) -> None:
-        self.discovery = Discovery.load()
-        self.checked = 0
-        self.problems: list[str] = []
-
-    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        path = requests.utils.urlparse(response.url).path
-        if not path.startswith("/v1/"):
-            return
-        self.checked += 1
-        body = response.json()
-        label = f"{response.request.method} {path} -> {response.status_code}"
-        if response.status_code >= 400:
-            problems = [e.message for e in jsonschema.Draft202012Validator(ERROR_SCHEMA).iter_errors(body)]
-        else:
-            found = self.discovery.match(response.request.method, path)
-            assert found is not None, label
-            method = found[0]
-            problems = self.discovery.schema_errors(method.response, body)
-            if method.response == "Operation":
-                problems += self.discovery.payload_errors(body)
-        self.problems += [f"{label}: {problem}" for problem in problems]
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +61,6 @@ def control(sandbox: AppEngineSandbox, checker: ResponseChecker) -> Iterator[App
     yield client
     client.close()
     assert checker.problems == []
-
-
-def take_errors(sandbox: AppEngineSandbox) -> list[str]:
-    found, sandbox.errors[:] = list(sandbox.errors), []
-    return found
 
 
 def deploy(control: AppEngineControl, service: str, *version_ids: str) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,6 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import requests
 from google.oauth2.credentials import Credentials
@@ -25,38 +24,13 @@ from googleapiclient import discovery as google_discovery
 from sandbox.appengine import AppEngineApiError, AppEngineControl, AppEngineSandbox
 from sandbox.appengine.discovery import MONITORING_SUBSET_PATH, Discovery
 from sandbox.appengine.monitoring import RESPONSE_COUNT_METRIC
-from sandbox.appengine.server import ERROR_SCHEMA
+from tests.support.appengine import ResponseChecker, take_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "agentops-local"
 RUNTIME = "python312"
 NOON = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 METRIC_FILTER = f'metric.type = "{RESPONSE_COUNT_METRIC}"'
-
-
-class ResponseChecker:
-    """A requests response hook: every Admin API and Monitoring answer must match its subset."""
-
-    def __init__(self) -> None:
-        self.apis = {"/v1/": Discovery.load(), "/v3/": Discovery.monitoring()}
-        self.checked = 0
-        self.problems: list[str] = []
-
-    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        path = requests.utils.urlparse(response.url).path
-        checks = next((api for prefix, api in self.apis.items() if path.startswith(prefix)), None)
-        if checks is None:
-            return
-        self.checked += 1
-        body = response.json()
-        label = f"{response.request.method} {path} -> {response.status_code}"
-        if response.status_code >= 400:
-            problems = [e.message for e in jsonschema.Draft202012Validator(ERROR_SCHEMA).iter_errors(body)]
-        else:
-            found = checks.match(response.request.method, path)
-            assert found is not None, label
-            problems = checks.schema_errors(found[0].response, body)
-        self.problems += [f"{label}: {problem}" for problem in problems]
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +60,6 @@ def control(sandbox: AppEngineSandbox, checker: ResponseChecker) -> Iterator[App
     yield client
     client.close()
     assert checker.problems == []
-
-
-def take_errors(sandbox: AppEngineSandbox) -> list[str]:
-    found, sandbox.errors[:] = list(sandbox.errors), []
-    return found
 
 
 def deploy(control: AppEngineControl, service: str, *version_ids: str) -> None:

@@ -38,7 +38,7 @@ from shared.errors import PermanentError, RetryableError
 from shared.google_auth import GoogleTokenSource
 from shared.google_rest import GoogleUnavailable, is_loopback
 from shared.log import JsonFormatter
-from tests.unit.test_appengine_sandbox_monitoring import ResponseChecker
+from tests.support.appengine import ResponseChecker, take_errors
 
 APP = "agentops-local"
 RUNTIME = "python312"
@@ -83,11 +83,6 @@ def control(sandbox: AppEngineSandbox) -> Iterator[AppEngineControl]:
     client = AppEngineControl(sandbox.url, app=APP)
     yield client
     client.close()
-
-
-def take_errors(sandbox: AppEngineSandbox) -> list[str]:
-    found, sandbox.errors[:] = list(sandbox.errors), []
-    return found
 
 
 def create(admin: AppEngineAdmin, service: str, *versions: str) -> None:
