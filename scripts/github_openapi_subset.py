@@ -95,6 +95,9 @@ OPERATIONS = (
     "checks/list-suites-for-ref",
     "issues/create",
     "issues/update",
+    "apps/list-installations",
+    "apps/list-repos-accessible-to-installation",
+    "pulls/list-commits",
 )
 OUTPUT = Path(__file__).resolve().parent.parent / "sandbox" / "github" / "openapi-subset.json"
 

@@ -182,6 +182,11 @@ class SandboxControl:
     def clear_faults(self) -> int:
         return int(self._call("DELETE", "faults")["cleared"])
 
+    def set_rate_limit(self, remaining: int, reset_in: int = 3600, resource: str = "core") -> dict[str, Any]:
+        """What is left of the installation's `core` (REST) or `graphql` budget, reset in `reset_in`
+        seconds."""
+        return self._act("set_rate_limit", remaining=remaining, reset_in=reset_in, resource=resource)
+
 
 def _artifacts(artifacts: dict[str, bytes | dict[str, str]] | None) -> dict[str, Any] | None:
     """Artifacts for the JSON body: zip bytes as base64 text, files to zip as they are."""

@@ -12,6 +12,8 @@
   were asked for (403 or 404 beyond them, as GitHub answers). Answers are GitHub's documented
   examples with ids, logins, bodies, shas and urls replaced by the sandbox's state; ETags,
   `Link` pagination and rate-limit headers are GitHub's.
+- **GraphQL** (`POST /graphql`, `graphql.py`): queries validated against `graphql-subset.graphql`
+  (GitHub's official schema, the part the project uses) and executed on the same state.
 - **Webhooks.** Each change GitHub would announce is delivered to `webhook_url`, signed, with
   GitHub's headers, built on GitHub's example payload of that event and action. Every attempt is
   recorded and served by `GET /app/hook/deliveries`; `POST .../attempts` redelivers.
@@ -25,9 +27,9 @@ The setup methods (`add_repo`, `set_file`, `add_issue`, `add_pull`, `add_review`
 
 Known simplifications: the installation holds every repository; branches are refs to snapshots
 of the whole tree (a commit the sandbox did not make shows the default branch); a merge applies
-the pull request's changes onto its base without conflicts; every request counts against a single
-rate-limit window; git objects are git's (blob, tree and API-made commit shas match git's) but
-submodules are not modelled.
+the pull request's changes onto its base without conflicts; every REST request counts against a
+single rate-limit window (GraphQL queries against one of their own); git objects are git's (blob,
+tree and API-made commit shas match git's) but submodules are not modelled.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import jwt
 
-from sandbox.github import openapi, webhooks
+from sandbox.github import graphql, openapi, webhooks
 from sandbox.github.payloads import APP_FIELDS, adapt, retarget, set_present, strip, subscribed, worst
 from shared.github.permissions import APP_EVENTS, app_permissions
 
@@ -79,7 +81,7 @@ STATE_VERSION = 1
 # The operations whose descriptions document 304: only these carry an ETag.
 CONDITIONAL = frozenset({
     "/repos/{owner}/{repo}/contents/{path}", "/repos/{owner}/{repo}/issues/{issue_number}",
-    "/repos/{owner}/{repo}/pulls", "/repos/{owner}/{repo}/pulls/{pull_number}",
+    "/repos/{owner}/{repo}/pulls", "/repos/{owner}/{repo}/pulls/{pull_number}", "/installation/repositories",
 })
 APP = "app"  # a route that takes the App's JWT
 # Parameters GitHub's description marks x-multi-segment (a branch name may hold "/") that the
@@ -94,6 +96,8 @@ PULLS_READ = (("pull_requests", "read"),)
 PULLS_WRITE = (("pull_requests", "write"),)
 ROUTES: tuple[tuple[str, str, str, Any], ...] = (
     ("GET", "/app", "_get_app", APP),
+    ("GET", "/app/installations", "_list_installations", APP),
+    ("GET", "/installation/repositories", "_list_installation_repositories", ()),
     ("POST", "/app/installations/{installation_id}/access_tokens", "_create_token", APP),
     ("GET", "/app/hook/deliveries", "_list_deliveries", APP),
     ("GET", "/app/hook/deliveries/{delivery_id}", "_get_delivery", APP),
@@ -180,6 +184,7 @@ ROUTES: tuple[tuple[str, str, str, Any], ...] = (
     ("POST", "/repos/{owner}/{repo}/pulls", "_create_pull", PULLS_WRITE),
     ("PATCH", "/repos/{owner}/{repo}/pulls/{pull_number}", "_update_pull", PULLS_WRITE),
     ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/files", "_list_pull_files", PULLS_READ),
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/commits", "_list_pull_commits", PULLS_READ),
     ("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers", "_request_reviewers",
      PULLS_WRITE),
     ("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews", "_create_review", PULLS_WRITE),
@@ -220,7 +225,13 @@ CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s+#(\d+)\b", 
 HUMAN_ACTIONS = ("install", "open_issue", "add_label", "remove_label", "assign", "close_issue", "comment",
                  "open_pull", "push_commit", "request_review", "review", "merge", "close_pull", "complete_ci",
                  "set_permission", "add_team_member", "set_status", "run_workflow", "complete_workflow_run",
-                 "script_rerun", "add_dependabot_alert", "add_code_scanning_alert", "protect_branch")
+                 "script_rerun", "add_dependabot_alert", "add_code_scanning_alert", "protect_branch",
+                 "set_rate_limit")
+GRAPHQL_DOCS = "https://docs.github.com/graphql"
+# A check run's conclusion, and a commit status's state, as a StatusState of the rollup.
+ROLLUP_CONCLUSIONS = {"success": "SUCCESS", "neutral": "SUCCESS", "skipped": "SUCCESS"}
+ROLLUP_STATUSES = {"success": "SUCCESS", "failure": "FAILURE", "error": "ERROR", "pending": "PENDING"}
+ROLLUP_ORDER = ("ERROR", "FAILURE", "PENDING", "EXPECTED", "SUCCESS")  # the first one present wins
 
 
 class Refused(Exception):
@@ -460,6 +471,11 @@ class GitHubSandbox:
         self.rate_limit = 5000
         self.rate_limit_used = 0
         self.rate_limit_reset = int(time.time()) + 3600
+        # GraphQL's own budget: each query costs 1 point.
+        self.graphql_rate_limit = 5000
+        self.graphql_rate_used = 0
+        self.graphql_rate_reset = int(time.time()) + 3600
+        self.graphql_served = 0
         self.state_file = state_file
         # What happened, for tests to assert on.
         self.comments: list[dict[str, Any]] = []
@@ -889,6 +905,13 @@ class GitHubSandbox:
                 "dependabot_alerts": self._dependabot_alerts,
                 "code_scanning_alerts": self._code_scanning_alerts, "protection": self._protection,
                 "requests_served": len(self.requests),  # since this process started; not persisted
+                "graphql_served": self.graphql_served,  # of those, the GraphQL queries
+                "rate_limits": {
+                    "core": {"limit": self.rate_limit, "remaining": self.rate_limit - self.rate_limit_used,
+                             "reset": self.rate_limit_reset},
+                    "graphql": {"limit": self.graphql_rate_limit,
+                                "remaining": self.graphql_rate_limit - self.graphql_rate_used,
+                                "reset": self.graphql_rate_reset}},
                 "counts": {"repos": len(self._repos), "issues": len(issues), "pulls": len(pulls),
                            "reviews": len(reviews), "ref_writes": len(self.ref_writes),
                            "force_pushes": len(self.force_pushes),
@@ -963,6 +986,8 @@ class GitHubSandbox:
             self._request_base = host
             if fault and fault["kind"] != "slow":
                 reply = self._fault_reply(fault, method, path)
+            elif method == "POST" and path == "/graphql":
+                reply = self._graphql(raw_body, headers)
             else:
                 allocated = self._next_id
                 reply = self._handle(method, path, query, raw_body, headers)
@@ -981,6 +1006,178 @@ class GitHubSandbox:
             request_id = reply.headers["X-GitHub-Request-Id"]
             reply.body["message"] = reply.body["message"].format(request_id=request_id)
         return reply
+
+    # ---- GraphQL ------------------------------------------------------------------------------
+
+    def _graphql(self, raw_body: bytes, headers: dict[str, str]) -> Reply:
+        """POST /graphql for installation tokens: every query is parsed and validated against
+        `graphql-subset.graphql` (200 with `errors` when it cannot run, as GitHub answers), then
+        executed on the sandbox's state, costing 1 point of GraphQL's own budget."""
+        call = Call("POST", "/graphql", {}, {}, None, headers)
+        if not headers.get("user-agent"):
+            return self._violation("POST", "/graphql",
+                                   "POST /graphql: GitHub refuses requests without a User-Agent")
+        if time.time() >= self.graphql_rate_reset:
+            self.graphql_rate_used, self.graphql_rate_reset = 0, int(time.time()) + 3600
+        try:
+            self._authenticate(call, ())
+        except Refused as refused:
+            return self._graphql_finish(Reply(refused.status, {"message": refused.message,
+                                                               "documentation_url": GRAPHQL_DOCS}))
+        assert call.token is not None
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except ValueError:
+            return self._graphql_finish(Reply(400, {"message": "Problems parsing JSON",
+                                                    "documentation_url": GRAPHQL_DOCS}))
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return self._graphql_finish(Reply(200, {"errors": [
+                {"message": "A query attribute must be specified and must be a string."}]}))
+        variables = body.get("variables")
+        if variables is not None and not isinstance(variables, dict):
+            return self._graphql_finish(Reply(200, {"errors": [{"message": "Variables are invalid JSON."}]}))
+        if self.graphql_rate_used >= self.graphql_rate_limit:
+            message = f"API rate limit already exceeded for installation ID {self.installation_id}."
+            limited = {"errors": [{"type": "RATE_LIMITED", "message": message}]}
+            return self._graphql_finish(Reply(200, limited))
+        document, errors = graphql.check(body["query"])
+        if errors:
+            return self._graphql_finish(Reply(200, {"errors": errors}))
+        self.graphql_rate_used += 1
+        try:
+            answer = graphql.execute(document, variables, body.get("operationName"),
+                                     self._graphql_root(call.token))
+        except Exception as exc:  # noqa: BLE001 - a defect of the sandbox itself: named, answered 500
+            return self._violation("POST", "/graphql",
+                                   f"POST /graphql: the sandbox failed: {type(exc).__name__}: {exc}")
+        return self._graphql_finish(Reply(200, answer))
+
+    def _graphql_finish(self, reply: Reply) -> Reply:
+        reply.headers.update({
+            "Content-Type": "application/json; charset=utf-8",
+            "X-RateLimit-Limit": str(self.graphql_rate_limit),
+            "X-RateLimit-Remaining": str(self.graphql_rate_limit - self.graphql_rate_used),
+            "X-RateLimit-Used": str(self.graphql_rate_used),
+            "X-RateLimit-Reset": str(self.graphql_rate_reset),
+            "X-RateLimit-Resource": "graphql",
+            "X-GitHub-Request-Id": ":".join(secrets.token_hex(n).upper() for n in (2, 2, 3, 3, 4)),
+        })
+        self.requests.append(("POST", "/graphql", reply.status))
+        self.graphql_served += 1
+        return reply
+
+    def _graphql_root(self, token: Token) -> dict[str, Any]:
+        """The resolvers of Query: a repository the token can see, and the GraphQL budget."""
+
+        def repository(info: Any, owner: str, name: str, followRenames: bool = True) -> dict[str, Any]:
+            wanted = f"{owner}/{name}".lower()  # GitHub resolves names case-insensitively
+            full_name = next((known for known in self._repos if known.lower() == wanted), None)
+            if full_name is None or (token.repositories is not None
+                                     and full_name.split("/")[1] not in token.repositories):
+                raise graphql.FieldError("NOT_FOUND", f"Could not resolve to a Repository with the name "
+                                                      f"'{owner}/{name}'.")
+            # metadata: read, which GitHub grants every installation token, reads a repository
+            return self._graphql_repository(token, self._repos[full_name])
+
+        def rate_limit(info: Any, dryRun: bool = False) -> dict[str, Any]:
+            nodes = sum(1 for selection in info.operation.selection_set.selections
+                        if getattr(selection, "name", None) and selection.name.value == "repository")
+            reset = datetime.fromtimestamp(self.graphql_rate_reset, timezone.utc)
+            return {"cost": 1, "limit": self.graphql_rate_limit, "used": self.graphql_rate_used,
+                    "remaining": self.graphql_rate_limit - self.graphql_rate_used,
+                    "resetAt": timestamp(reset), "nodeCount": nodes}
+
+        return {"repository": repository, "rateLimit": rate_limit}
+
+    def _graphql_repository(self, token: Token, repo: dict[str, Any]) -> dict[str, Any]:
+        full_name = repo["full_name"]
+        items = [i for (name, _), i in self._issues.items() if name == full_name]
+
+        def labelled(item: dict[str, Any], labels: list[str] | None) -> bool:
+            return not labels or bool({label.lower() for label in labels}
+                                      & {label.lower() for label in item["labels"]})
+
+        def issues(info: Any, states: list[str] | None = None, labels: list[str] | None = None,
+                   **_: Any) -> dict[str, int]:
+            wanted = {state.lower() for state in states} if states else None
+            return {"totalCount": sum(1 for i in items if not i["pull_request"] and labelled(i, labels)
+                                      and (wanted is None or i["state"] in wanted))}
+
+        def pull_requests(info: Any, states: list[str] | None = None, labels: list[str] | None = None,
+                          baseRefName: str | None = None, headRefName: str | None = None,
+                          **_: Any) -> dict[str, int]:
+            def state(pull: dict[str, Any]) -> str:
+                return "MERGED" if pull["merged"] else pull["state"].upper()
+
+            return {"totalCount": sum(1 for p in items if p["pull_request"] and labelled(p, labels)
+                                      and (not states or state(p) in states)
+                                      and baseRefName in (None, p.get("base_ref"))
+                                      and headRefName in (None, p.get("head_ref")))}
+
+        def vulnerability_alerts(info: Any, states: list[str] | None = None, **_: Any) -> dict[str, int]:
+            if LEVELS.get(token.permissions.get("vulnerability_alerts", ""), 0) < LEVELS["read"]:
+                raise graphql.FieldError("FORBIDDEN", "Resource not accessible by integration")
+            wanted = {state.lower() for state in states} if states else None
+            return {"totalCount": sum(1 for a in self._dependabot_alerts if a["repo"] == full_name
+                                      and (wanted is None or a["state"] in wanted))}
+
+        branch = repo["default_branch"]
+        head = repo["branches"].get(branch)
+        created = timestamp(datetime.fromtimestamp(repo["created_at"], timezone.utc))
+        return {
+            "databaseId": repo["id"], "nameWithOwner": full_name,
+            "pushedAt": repo.get("pushed_at", created), "updatedAt": repo.get("updated_at", created),
+            "isArchived": bool(repo.get("settings", {}).get("archived", False)),
+            "defaultBranchRef": None if head is None else {
+                "name": branch,
+                "target": {"__typename": "Commit", "oid": head,
+                           "statusCheckRollup": lambda info: self._rollup(repo, head)}},
+            "issues": issues, "pullRequests": pull_requests, "vulnerabilityAlerts": vulnerability_alerts,
+        }
+
+    def _rollup(self, repo: dict[str, Any], sha: str) -> dict[str, str] | None:
+        """The StatusCheckRollup of a commit: its check runs (the latest of each name) and commit
+        statuses (the latest of each context); None when it has neither. A required check of the
+        default branch's protection that has not reported makes it EXPECTED."""
+        full_name = repo["full_name"]
+        statuses = {s["context"]: s for s in self.statuses if (s["repo"], s["sha"]) == (full_name, sha)}
+        runs = {r["name"]: r for r in sorted(self.check_runs.values(), key=lambda r: r["id"])
+                if (r["repo"], r["head_sha"]) == (full_name, sha)}
+        if not statuses and not runs:
+            return None
+        states = {ROLLUP_STATUSES[s["state"]] for s in statuses.values()}
+        states |= {"PENDING" if r["status"] != "completed"
+                   else ROLLUP_CONCLUSIONS.get(r["conclusion"], "FAILURE") for r in runs.values()}
+        required = self._protection.get(full_name, {}).get(repo["default_branch"], [])
+        if set(required) - set(statuses) - set(runs):
+            states.add("EXPECTED")
+        return {"state": next(state for state in ROLLUP_ORDER if state in states)}
+
+    def _touch(self, repo: dict[str, Any], pushed: bool) -> None:
+        """A push (or a settings change, `pushed=False`) lands: `updated_at` (and `pushed_at`) move
+        on, each strictly later than before so that every change is seen."""
+        for key in ("pushed_at", "updated_at") if pushed else ("updated_at",):
+            moment = now().replace(microsecond=0)
+            if repo.get(key):
+                last = datetime.fromisoformat(repo[key].replace("Z", "+00:00"))
+                moment = max(moment, last + timedelta(seconds=1))
+            repo[key] = timestamp(moment)
+
+    @_changes
+    def set_rate_limit(self, remaining: int, reset_in: int = 3600, resource: str = "core") -> dict[str, Any]:
+        """Set what is left of the installation's REST (`core`) or `graphql` budget, reset in
+        `reset_in` seconds (then the whole limit is available again)."""
+        if resource not in ("core", "graphql"):
+            raise ValueError(f"a rate limit resource is core or graphql, got {resource!r}")
+        limit = self.rate_limit if resource == "core" else self.graphql_rate_limit
+        if not 0 <= remaining <= limit or reset_in < 0:
+            raise ValueError(f"remaining is 0 to {limit} and reset_in >= 0")
+        reset = int(time.time()) + reset_in
+        if resource == "core":
+            self.rate_limit_used, self.rate_limit_reset = limit - remaining, reset
+        else:
+            self.graphql_rate_used, self.graphql_rate_reset = limit - remaining, reset
+        return {"resource": resource, "limit": limit, "remaining": remaining, "reset": reset}
 
     def _handle(self, method: str, path: str, query: dict[str, str], raw_body: bytes,
                 headers: dict[str, str]) -> Reply:
@@ -1002,6 +1199,8 @@ class GitHubSandbox:
             return self._violation(method, path, f"{where}: the sandbox does not serve this operation")
         template, handler, needs, params = found
         call = Call(method, path, params, query, body, headers)
+        if time.time() >= self.rate_limit_reset:  # a new window
+            self.rate_limit_used, self.rate_limit_reset = 0, int(time.time()) + 3600
         if self.rate_limit_used >= self.rate_limit:
             return self._finish(call, Reply(403, {"message": "API rate limit exceeded for installation ID "
                                                   f"{self.installation_id}.", "documentation_url": DOCS}))
@@ -1219,7 +1418,36 @@ class GitHubSandbox:
     def _get_installation(self, call: Call) -> Reply:
         if f"{call.params['owner']}/{call.params['repo']}" not in self._repos:
             raise Refused(404, "Not Found")
-        answer = self._rebase(_raw_example("GET", "/repos/{owner}/{repo}/installation", 200))
+        return Reply(200, self._installation_object(_raw_example("GET", "/repos/{owner}/{repo}/installation",
+                                                                  200)))
+
+    def _list_installations(self, call: Call) -> Reply:
+        """The App's installations: the one on the organisation."""
+        installation = self._installation_object(_raw_example("GET", "/app/installations", 200)[0])
+        # This operation's description has the account as allOf (user, enterprise), not anyOf as
+        # elsewhere: the account carries the enterprise's required fields too.
+        created = timestamp(datetime.fromtimestamp(min([r["created_at"] for r in self._repos.values()]
+                                                       or [int(time.time())]), timezone.utc))
+        installation["account"].update(name=self.owner, slug=self.owner, description=None,
+                                       website_url=None, created_at=created, updated_at=created)
+        return self._page(call, [installation])
+
+    def _list_installation_repositories(self, call: Call) -> Reply:
+        """The repositories the installation token may see, paginated."""
+        assert call.token is not None
+        allowed = call.token.repositories
+        names = sorted(name for name in self._repos if allowed is None or name.split("/")[1] in allowed)
+        example = _raw_example("GET", "/installation/repositories", 200)
+        template = example["repositories"][0]
+        for fork_only in ("parent", "source", "template_repository"):
+            template.pop(fork_only, None)
+        page = self._page(call, names)
+        return Reply(200, {"total_count": len(names), "repository_selection": "selected",
+                           "repositories": [self._repository_object(name, json.loads(json.dumps(template)))
+                                            for name in page.body]}, page.headers)
+
+    def _installation_object(self, template: dict[str, Any]) -> dict[str, Any]:
+        answer = self._rebase(template)
         base = self._base()
         answer.update(
             id=self.installation_id, app_id=int(self.app_id), app_slug=self.app_slug,
@@ -1230,7 +1458,7 @@ class GitHubSandbox:
             repositories_url=f"{base}/installation/repositories",
             html_url=f"{base}/organizations/{self.owner}/settings/installations/{self.installation_id}",
         )
-        return Reply(200, answer)
+        return answer
 
     def _list_deliveries(self, call: Call) -> Reply:
         per_page = min(max(int(call.query.get("per_page", 30)), 1), 100)
@@ -1300,6 +1528,7 @@ class GitHubSandbox:
         for key, value in body.items():
             if key not in ("name", "default_branch") and isinstance(value, str | bool | None):
                 settings[key] = value
+        self._touch(record, pushed=False)
         return self._get_repo(call)
 
     def _get_content(self, call: Call) -> Reply:
@@ -1717,6 +1946,7 @@ class GitHubSandbox:
             store.pop(short)
         else:
             store[short] = sha
+        self._touch(repo, pushed=True)
         after = sha or ZERO_SHA
         action = "created" if before == ZERO_SHA else "deleted" if sha is None else "updated"
         write = {"repo": repo["full_name"], "ref": name, "action": action, "before": before, "after": after,
@@ -2401,6 +2631,15 @@ class GitHubSandbox:
         pull = self._pull_from(call)
         repo = self._repos[pull["repo"]]
         return self._page(call, self._file_changes(repo, self._pull_fork(pull), pull["head_sha"])[:3000])
+
+    def _list_pull_commits(self, call: Call) -> Reply:
+        """The pull request's commits, oldest first (at most 250, as GitHub lists them)."""
+        pull = self._pull_from(call)
+        repo = self._repos[pull["repo"]]
+        known = set(self._ancestors(repo, self._pull_fork(pull)))
+        shas = [sha for sha in reversed(self._ancestors(repo, pull["head_sha"])) if sha not in known][:250]
+        template = _raw_example("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/commits", 200)[0]
+        return self._page(call, [self._commit_object(repo, sha, template) for sha in shas])
 
     def _pull_fork(self, pull: dict[str, Any]) -> str:
         """Where the pull request's changes start from: where its head left its base."""
@@ -3370,6 +3609,7 @@ class GitHubSandbox:
         repo["commits"].setdefault(sha, record)
         if branch is not None:
             repo["branches"][branch] = sha
+            self._touch(repo, pushed=True)
         return sha
 
     def _head(self, repo: dict[str, Any]) -> str:
@@ -3867,6 +4107,9 @@ class GitHubSandbox:
                       default_branch=repo["default_branch"], private=False, visibility="public",
                       fork=False, archived=False, disabled=False, language=None, url=api, html_url=html,
                       clone_url=f"{html}.git", git_url=f"{html}.git", mirror_url=None)
+        created = timestamp(datetime.fromtimestamp(repo["created_at"], timezone.utc))
+        set_present(answer, created_at=created, pushed_at=repo.get("pushed_at", created),
+                    updated_at=repo.get("updated_at", created))
         set_present(answer, **repo.get("settings", {}))
         return answer
 
