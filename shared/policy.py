@@ -147,6 +147,25 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class ScoutPolicy:
+    """The repo scout's thresholds (`functions.repo_scout.health.ScoutSettings`) and how often it reads a
+    repository in full even when its signature did not change."""
+
+    stale_issue_days: int = 60
+    stale_pr_days: int = 30
+    first_review_hours: int = 48
+    ci_window_days: int = 30
+    ci_min_success_rate: float = 0.8  # in (0, 1]
+    ci_min_runs: int = 5
+    ci_green_days: int = 7
+    coverage_window_days: int = 30
+    coverage_drop_points: float = 2.0
+    stale_exempt_labels: tuple[str, ...] = ("pinned", "security")
+    quiet: bool = False  # no health issue; the score and findings are still stored
+    refresh_hours: int = 24
+
+
+@dataclass(frozen=True)
 class Policy:
     agents: Mapping[str, bool]  # all of AGENTS
     labels: Mapping[str, str]  # task, in_progress, failed
@@ -174,6 +193,7 @@ class Policy:
     deploy: DeploySettings = field(default_factory=lambda: DeploySettings())
     notify: NotifySettings = field(default_factory=lambda: NotifySettings())
     monitor: MonitorSettings = field(default_factory=lambda: MonitorSettings())
+    scout: ScoutPolicy = field(default_factory=lambda: ScoutPolicy())
 
     def agent_enabled(self, agent: str) -> bool:
         """Whether `agent` may act. The deploy agent also needs a service to deploy."""
@@ -298,10 +318,26 @@ def _build(document: Mapping[str, Any]) -> Policy:
             close_after=int(incident.get("close_after", _MONITOR.close_after)),
             update_minutes=int(incident.get("update_minutes", _MONITOR.update_minutes)),
         ),
+        scout=_scout(section("scout")),
     )
 
 
-_DEPLOY, _NOTIFY, _MONITOR = DeploySettings(), NotifySettings(), MonitorSettings()
+def _scout(scout: Mapping[str, Any]) -> ScoutPolicy:
+    values: dict[str, Any] = {}
+    for name, default in dataclasses.asdict(_SCOUT).items():
+        value = scout.get(name, default)
+        if isinstance(default, bool):
+            values[name] = bool(value)
+        elif isinstance(default, int):
+            values[name] = int(value)
+        elif isinstance(default, float):
+            values[name] = float(value)
+        else:
+            values[name] = tuple(str(item) for item in value)
+    return ScoutPolicy(**values)
+
+
+_DEPLOY, _NOTIFY, _MONITOR, _SCOUT = DeploySettings(), NotifySettings(), MonitorSettings(), ScoutPolicy()
 
 
 def _check(check: Mapping[str, Any]) -> SmokeCheck:

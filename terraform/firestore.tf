@@ -1,6 +1,6 @@
 # The (default) Firestore database in Native mode, and TTL policies that let Firestore delete
-# expired delivery, audit, conditional-request cache and monitor health documents (the runtime writes
-# expire_at on each). The collections mirror TTL_FIELDS in shared/topology.py.
+# expired delivery, audit, conditional-request cache, monitor health and scout scan documents (the
+# runtime writes expire_at on each). The collections mirror TTL_FIELDS in shared/topology.py.
 
 locals {
   ttl_fields = {
@@ -9,6 +9,8 @@ locals {
     http_cache = "expire_at"
     # The collection group of the monitor's hourly buckets and its per-minute release health.
     health = "expire_at"
+    # The collection group of the repo scout's scan snapshots.
+    scans = "expire_at"
   }
 }
 

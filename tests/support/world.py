@@ -77,7 +77,7 @@ class World:
         for topic, message_type in MESSAGE_TYPES.items():
             routes[f"world-{topic}"] = (topic, self.services.orchestrator(), {topic: message_type})
         for agent in topology.AGENTS:
-            if agent.name in ("deploy", "monitor", "test", "qa"):
+            if agent.name in ("deploy", "monitor", "test", "qa", "scout"):
                 routes[f"world-{agent.topic}"] = (agent.topic, self.services.agent_runner(agent.name),
                                                   {agent.topic: AgentTask})
         return routes
