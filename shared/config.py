@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ DEFAULT_APPENGINE_API_URL = "https://appengine.googleapis.com"
 DEFAULT_CLOUDBUILD_API_URL = "https://cloudbuild.googleapis.com"
 DEFAULT_MONITORING_API_URL = "https://monitoring.googleapis.com"
 DEPLOY_BACKENDS = ("cloudbuild", "versions")
+REPO_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")  # owner/name, as GitHub allows
 # The LLM providers the code agent speaks, with their public API URLs.
 LLM_PROVIDERS = {"": "", "anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com"}
 
@@ -136,6 +138,8 @@ class Config:
     # A Slack incoming webhook for deploy and incident notices; from Secret Manager unless set.
     slack_webhook_url: str = field(default="", repr=False)
     slack_webhook_secret_id: str = topology.SLACK_WEBHOOK_SECRET
+    # The repository (owner/name) the weekly report issue is posted in; empty: stored, not posted.
+    report_repo: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -178,6 +182,9 @@ class Config:
             if not url.startswith(("https://", "http://")):
                 raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
             google_urls[name] = url
+        report_repo = env.get("AGENTOPS_REPORT_REPO", "").strip()
+        if report_repo and not REPO_NAME.fullmatch(report_repo):
+            raise ConfigError(f"AGENTOPS_REPORT_REPO must be a repository as owner/name, got {report_repo!r}")
         backend = env.get("AGENTOPS_DEPLOY_BACKEND", "").strip().lower() or "cloudbuild"
         if backend not in DEPLOY_BACKENDS:
             raise ConfigError(f"AGENTOPS_DEPLOY_BACKEND must be one of {', '.join(DEPLOY_BACKENDS)}, "
@@ -227,6 +234,7 @@ class Config:
             slack_webhook_url=_secret_text(env, "SLACK_WEBHOOK_URL"),
             slack_webhook_secret_id=env.get("AGENTOPS_SLACK_WEBHOOK_SECRET_ID", "").strip()
             or topology.SLACK_WEBHOOK_SECRET,
+            report_repo=report_repo,
         )
 
     def with_overrides(self, **changes: object) -> Config:

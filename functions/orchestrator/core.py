@@ -167,6 +167,7 @@ TICK_ROUTES: dict[str, TickRoute] = {
         TickRoute("repo_scout", "scout", "scan_repos", 60),
         TickRoute("monitor", "monitor", "probe_production", 1),
         TickRoute("weekly_report", ORCHESTRATOR, "weekly_report", 60),
+        TickRoute("daily_metrics", ORCHESTRATOR, "daily_metrics", 60),
         TickRoute("redelivery_sweep", ORCHESTRATOR, "redelivery_sweep", 5),
         TickRoute("task_sweep", ORCHESTRATOR, "task_sweep", 5),
     )

@@ -113,7 +113,7 @@ def test_ticks_route_to_agents_and_a_repeated_tick_in_the_same_period_is_one_tas
     assert [t.subject for t in tasks] == [f"tick/monitor/{minute:%Y-%m-%dT%H:%M}Z"]
 
 
-def test_internal_job_without_implementation_is_recorded_blocked_not_dropped(
+def test_the_weekly_report_tick_runs_in_place_and_without_a_report_repo_only_stores_it(
     function_client, admin, services, project, taps
 ):
     published = datetime.now(timezone.utc)
@@ -122,8 +122,8 @@ def test_internal_job_without_implementation_is_recorded_blocked_not_dropped(
     assert response.status_code == 200
     spec = core.route_tick("weekly_report", "x", published)[0]
     stored = services.tasks().get(spec.task_id)
-    assert stored["status"] == "blocked"
-    assert "not implemented" in stored["result"]["summary"]
+    assert stored["status"] == "succeeded"
+    assert "not posted: AGENTOPS_REPORT_REPO is not set" in stored["result"]["summary"]
     assert all(drain(admin, taps[name], settle=0.2) == [] for name in taps)
 
 
@@ -147,7 +147,7 @@ def test_agent_result_is_recorded_once(function_client, admin, services, project
     assert services.tasks().get(task.task_id)["status"] == "succeeded"
 
 
-def test_placeholder_agent_reports_not_implemented_on_agent_results(
+def test_the_scout_tick_reaches_the_scout_and_its_result_goes_to_agent_results(
     function_client, admin, project, taps
 ):
     task = AgentTask("t-1", "scan_repos", "scout", 1, "", 0, "tick/repo_scout/x", "tick/x",
@@ -155,7 +155,9 @@ def test_placeholder_agent_reports_not_implemented_on_agent_results(
     response = push(function_client("repo_scout"), project, "agent-scout", task.encode())
     assert response.status_code == 200
     results = [AgentTaskResult.decode(m.data) for m in drain(admin, taps["results"], expect=1)]
-    assert [(r.task_id, r.agent, r.status) for r in results] == [("t-1", "scout", "not_implemented")]
+    # Built, the scout needs the GitHub App, which this deployment does not have.
+    assert [(r.task_id, r.agent, r.status) for r in results] == [("t-1", "scout", "blocked")]
+    assert "GITHUB_APP_ID" in results[0].summary
 
 
 def test_a_built_agent_without_the_github_app_says_so_instead_of_acting(

@@ -21,6 +21,10 @@ def test_each_declared_job_fires_when_its_schedule_says():
     assert scheduler.due(topology.SCHEDULER_JOBS, five_past) == ["monitor", "task_sweep"]
     assert "repo_scout" in scheduler.due(topology.SCHEDULER_JOBS, MONDAY_9.replace(hour=8))
     assert "weekly_report" not in scheduler.due(topology.SCHEDULER_JOBS, MONDAY_9 + timedelta(days=1))
+    quarter_past_midnight = MONDAY_9.replace(hour=0, minute=15)
+    assert scheduler.due(topology.SCHEDULER_JOBS, quarter_past_midnight) == [
+        "daily_metrics", "monitor", "redelivery_sweep", "task_sweep"]
+    assert "daily_metrics" not in scheduler.due(topology.SCHEDULER_JOBS, MONDAY_9)
 
 
 @pytest.mark.parametrize("schedule", ["* * * *", "61 * * * *", "*/0 * * * *", "5-1 * * * *"])
