@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	scripts/ensure-chromium
 	$(PY) -m pytest
 
 lint: $(STAMP)

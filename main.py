@@ -1,7 +1,8 @@
 """Cloud Functions entry points. Deploy each with `--entry-point <name>`.
 
-`github_webhook` is the only HTTP function and the only public one. Every other function is a
-CloudEvent function invoked by its Pub/Sub push subscription. Clients are built on first use.
+`github_webhook` is the only public function. `dashboard` is HTTP too, read-only and invoked only
+by the IAM members Terraform grants. Every other function is a CloudEvent function invoked by its
+Pub/Sub push subscription. Clients are built on first use.
 """
 
 import functions_framework
@@ -12,6 +13,11 @@ from shared.bootstrap import services
 @functions_framework.http
 def github_webhook(request):
     return services().webhook()(request)
+
+
+@functions_framework.http
+def dashboard(request):
+    return services().dashboard()(request)
 
 
 @functions_framework.cloud_event

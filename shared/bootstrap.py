@@ -87,7 +87,9 @@ class Services:
         from functions.orchestrator.handler import Limits, Orchestrator
 
         return Orchestrator(self.ledger, self.tasks, self.publisher, self.audit, clock=self.clock,
-                            internal_jobs={"redelivery_sweep": self.redelivery_sweep},
+                            internal_jobs={"redelivery_sweep": self.redelivery_sweep,
+                                           "daily_metrics": self.daily_metrics,
+                                           "weekly_report": self.weekly_report},
                             installations=self.installations, github=self.github_or_none,
                             limits=Limits(self.config.global_daily_tasks, self.config.global_daily_cost),
                             dry_run=self.config.dry_run, deployments=self.deployments)
@@ -161,11 +163,31 @@ class Services:
 
         return summarize(self.redelivery_report())[0]
 
+    def daily_metrics(self) -> str:
+        """The orchestrator's daily_metrics job: yesterday's metrics and any missing day of the week."""
+        from functions.metrics import job
+
+        return job.from_services(self).daily_job()
+
+    def weekly_report(self) -> str:
+        """The orchestrator's weekly_report job: last week's report, posted and stored."""
+        from functions.metrics import weekly
+
+        return weekly.from_services(self).weekly_job()
+
     @_once
     def webhook(self) -> Any:
         from functions.github_webhook.handler import WebhookHandler
 
         return WebhookHandler(self.webhook_secrets, self.ledger, self.publisher)
+
+    @_once
+    def dashboard(self) -> Any:
+        """The read-only dashboard's handler; it reads Firestore on the first page, not before."""
+        from functions.dashboard.app import Dashboard
+        from functions.dashboard.reader import DashboardReader
+
+        return Dashboard(lambda: DashboardReader(self.firestore(), self.clock))
 
     def consumer(self, name: str) -> Any:
         return self._consumers()[name]
@@ -189,7 +211,7 @@ class Services:
         return app.identity()[1] if app is not None else ""
 
     def agent(self, name: str) -> Any:
-        """The agent behind one topic: built ones run, the others say they cannot yet."""
+        """The agent behind one topic (`topology.AGENTS`)."""
         if name == "code":
             from functions.code_agent.agent import CodeAgent
 
@@ -217,7 +239,17 @@ class Services:
                 return str(self.tasks().stop_reason("monitor", repository, 0))
 
             return MonitorAgent(store=self.monitor_store, notifier=self.notifier, stop_reason=stop_reason)
-        return None
+        if name == "scout":
+            from functions.repo_scout.agent import ScoutAgent
+            from functions.repo_scout.store import ScoutStore
+
+            # A paused or held repository is not scanned (its health issue would be edited).
+            def scout_stop(repository: str) -> str:
+                return str(self.tasks().stop_reason("scout", repository, 0))
+
+            return ScoutAgent(store=lambda: ScoutStore(self.firestore()), app=self.github_or_none,
+                              stop_reason=scout_stop, policy_for=_policy_for)
+        raise ValueError(f"no agent is named {name!r}")
 
     # ---- the deploy and monitor agents' ports ---------------------------------------------------
 
@@ -276,13 +308,9 @@ class Services:
         return SlackNotifier(url, self.audit) if url else NullNotifier()
 
     def agent_runner(self, name: str) -> Any:
-        from functions.placeholder_agent import PlaceholderAgent
         from shared.agent_runtime import AgentRunner, Links
 
-        agent = self.agent(name)
-        if agent is None:
-            return PlaceholderAgent(name, self.publisher)
-        return AgentRunner(agent, publisher=self.publisher, tasks=self.tasks, audit=self.audit,
+        return AgentRunner(self.agent(name), publisher=self.publisher, tasks=self.tasks, audit=self.audit,
                            github=self.github_or_none, policy_for=_policy_for,
                            links=Links(self.config.dashboard_url), dry_run=self.config.dry_run,
                            clock=self.clock)

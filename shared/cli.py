@@ -32,6 +32,7 @@ def _local_up(args: argparse.Namespace) -> int:
         appengine_sandbox_port=0 if args.no_sandboxes else args.appengine_port,
         llm_sandbox_port=0 if args.no_sandboxes else args.llm_port,
         seed="" if args.no_seed else "demo",
+        dashboard_port=args.dashboard_port,
     ))
 
 
@@ -251,6 +252,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--no-sandboxes", action="store_true",
                     help="start neither sandbox (the functions then have no GitHub unless configured)")
     up.add_argument("--no-seed", action="store_true", help="an empty GitHub sandbox, no demo organisation")
+    up.add_argument("--dashboard-port", type=int, default=8079, help="dashboard port (default 8079; 0: none)")
     up.set_defaults(run=_local_up)
     demo = local_verbs.add_parser(
         "demo", help="play the whole agent loop against a running `local up`, with a live timeline",
@@ -332,9 +334,13 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("--repo", help="the repository, when more than one deploys the service")
     rollback.set_defaults(run=_deploy_rollback)
 
+    from functions.metrics.cli import register as register_metrics
+    from functions.repo_scout.cli import register as register_scout
     from sandbox.cli import register as register_sandbox
 
     register_sandbox(verbs)
+    register_scout(verbs)
+    register_metrics(verbs)
 
     redeliver = verbs.add_parser(
         "redeliver", help="redeliver webhook deliveries GitHub failed to deliver",

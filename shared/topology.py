@@ -68,12 +68,15 @@ TOPICS: tuple[Topic, ...] = (
 TOPICS_BY_NAME = {topic.name: topic for topic in TOPICS}
 
 WEBHOOK_FUNCTION = "github_webhook"
+# The read-only dashboard: HTTP, invoked only by the IAM members Terraform names (never public).
+DASHBOARD_FUNCTION = "dashboard"
+HTTP_FUNCTIONS: tuple[str, ...] = (WEBHOOK_FUNCTION, DASHBOARD_FUNCTION)
 ORCHESTRATOR_FUNCTION = "orchestrator"
 CONSUMER_FUNCTIONS: tuple[str, ...] = (
     ORCHESTRATOR_FUNCTION,
     *(agent.entry_point for agent in AGENTS),
 )
-FUNCTIONS: tuple[str, ...] = (WEBHOOK_FUNCTION, *CONSUMER_FUNCTIONS)
+FUNCTIONS: tuple[str, ...] = (*HTTP_FUNCTIONS, *CONSUMER_FUNCTIONS)
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,14 @@ class Subscription:
         return f"{self.name}-dead-letter"
 
 
+# The orchestrator answers events in milliseconds, but its own jobs (the redelivery sweep, the daily
+# metrics and the weekly report read GitHub) may take minutes: its deadline is an agent's.
+ORCHESTRATOR_ACK_DEADLINE = 300
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
-    Subscription(GITHUB_EVENTS, ORCHESTRATOR_FUNCTION),
-    Subscription(SCHEDULE_TICKS, ORCHESTRATOR_FUNCTION),
-    Subscription(AGENT_RESULTS, ORCHESTRATOR_FUNCTION),
-    Subscription(CLOUD_BUILDS, ORCHESTRATOR_FUNCTION),
+    Subscription(GITHUB_EVENTS, ORCHESTRATOR_FUNCTION, ack_deadline_seconds=ORCHESTRATOR_ACK_DEADLINE),
+    Subscription(SCHEDULE_TICKS, ORCHESTRATOR_FUNCTION, ack_deadline_seconds=ORCHESTRATOR_ACK_DEADLINE),
+    Subscription(AGENT_RESULTS, ORCHESTRATOR_FUNCTION, ack_deadline_seconds=ORCHESTRATOR_ACK_DEADLINE),
+    Subscription(CLOUD_BUILDS, ORCHESTRATOR_FUNCTION, ack_deadline_seconds=ORCHESTRATOR_ACK_DEADLINE),
     *(Subscription(agent.topic, agent.entry_point, ack_deadline_seconds=300) for agent in AGENTS),
 )
 
@@ -131,6 +137,8 @@ class SchedulerJob:
 SCHEDULER_JOBS: tuple[SchedulerJob, ...] = (
     SchedulerJob("repo-scout-tick", "repo_scout", "0 */4 * * *"),
     SchedulerJob("weekly-report-tick", "weekly_report", "0 9 * * 1"),
+    # Yesterday's metrics/{date} (and any missing day of the week before), after midnight UTC.
+    SchedulerJob("daily-metrics-tick", "daily_metrics", "15 0 * * *"),
     SchedulerJob("monitor-tick", "monitor", "* * * * *"),
     SchedulerJob("redelivery-sweep-tick", "redelivery_sweep", "*/15 * * * *"),
     # Stalled tasks, waiting tasks whose reason has gone (a new budget day, a finished dependency).
@@ -145,4 +153,5 @@ TTL_FIELDS: dict[str, str] = {
     "audit": "expire_at",
     "http_cache": "expire_at",
     "health": "expire_at",  # collection group: repos/*/services/*/health and deployments/*/health
+    "scans": "expire_at",  # collection group: repos/*/scans, the repo scout's snapshots (180 days)
 }

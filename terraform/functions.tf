@@ -5,8 +5,10 @@
 # backoff and dead-lettering are declared in one place.
 
 locals {
-  # Every function except the webhook is a Pub/Sub-pushed consumer.
-  consumers = { for name, settings in local.functions : name => settings if name != local.webhook_function }
+  # The two HTTP functions: the public webhook and the IAM-protected dashboard. Every other
+  # function is a Pub/Sub-pushed consumer.
+  http_functions = [local.webhook_function, local.dashboard_function]
+  consumers      = { for name, settings in local.functions : name => settings if !contains(local.http_functions, name) }
 
   function_env = {
     GOOGLE_CLOUD_PROJECT   = var.project_id
@@ -26,6 +28,8 @@ locals {
     AGENTOPS_DASHBOARD_URL = var.dashboard_url
     # How releases are built: Cloud Build (gcloud app deploy --no-promote) or the versions API.
     AGENTOPS_DEPLOY_BACKEND = var.deploy_backend
+    # The repository (owner/name) the orchestrator posts the weekly report in; empty: stored only.
+    AGENTOPS_REPORT_REPO = var.report_repo
   }
 }
 
@@ -56,7 +60,7 @@ resource "google_cloudfunctions2_function" "function" {
     timeout_seconds                = each.value.timeout_seconds
     min_instance_count             = each.key == local.webhook_function ? var.webhook_min_instances : 0
     max_instance_count             = each.key == local.webhook_function ? var.webhook_max_instances : var.consumer_max_instances
-    ingress_settings               = each.key == local.webhook_function ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
+    ingress_settings               = contains(local.http_functions, each.key) ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
     environment_variables          = local.function_env
   }

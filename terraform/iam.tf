@@ -1,9 +1,9 @@
 # Identities and grants. Least privilege: every function runs as its own service account; each
 # consumer is invoked by its own push service account; roles are granted on the single topic,
 # secret, service account or Cloud Run service they concern. On the project, functions get only
-# Firestore (which has no per-collection IAM), deploy_agent App Engine, Cloud Build and Monitoring
-# reads, and monitor_agent Monitoring reads; the build account gets what function builds need. No
-# basic role (owner, editor, viewer) is used anywhere.
+# Firestore (which has no per-collection IAM; the dashboard only reads it), deploy_agent App
+# Engine, Cloud Build and Monitoring reads, and monitor_agent Monitoring reads; the build account
+# gets what function builds need. No basic role (owner, editor, viewer) is used anywhere.
 
 locals {
   # Project-level roles of a function's service account beyond Firestore, which every function
@@ -27,10 +27,13 @@ locals {
     monitor_agent = ["roles/monitoring.viewer"]
   }
 
+  # Firestore access: read and write, except the read-only dashboard's.
+  firestore_roles = { for name, settings in local.functions : name => name == local.dashboard_function ? "roles/datastore.viewer" : "roles/datastore.user" }
+
   function_project_roles = {
     for grant in flatten([
       for name, settings in local.functions : [
-        for role in concat(["roles/datastore.user"], lookup(local.extra_project_roles, name, [])) :
+        for role in concat([local.firestore_roles[name]], lookup(local.extra_project_roles, name, [])) :
         { function = name, role = role }
       ]
     ]) : "${grant.function} ${grant.role}" => grant
@@ -195,4 +198,16 @@ resource "google_cloud_run_v2_service_iam_member" "webhook_public" {
   name     = google_cloudfunctions2_function.function[local.webhook_function].service_config[0].service
   role     = "roles/run.invoker"
   member   = "allUsers"
+}
+
+# The dashboard is not public: only the listed members (operators, a group) may invoke it, through
+# `gcloud run services proxy` or with an identity token.
+resource "google_cloud_run_v2_service_iam_member" "dashboard_viewer" {
+  for_each = toset(var.dashboard_viewers)
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloudfunctions2_function.function[local.dashboard_function].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = each.value
 }

@@ -3,6 +3,11 @@ output "webhook_url" {
   value       = google_cloudfunctions2_function.function[local.webhook_function].url
 }
 
+output "dashboard_url" {
+  description = "The read-only dashboard (IAM-protected): open it with gcloud run services proxy, or set it as dashboard_url for the links in comments."
+  value       = google_cloudfunctions2_function.function[local.dashboard_function].service_config[0].uri
+}
+
 output "function_uris" {
   description = "Cloud Run URL of every function, by entry point."
   value       = { for name, function in google_cloudfunctions2_function.function : name => function.service_config[0].uri }

@@ -45,16 +45,19 @@ locals {
   ticks_topic   = "schedule-ticks"
   results_topic = "agent-results"
 
-  # The only HTTP function reachable from the internet (topology.WEBHOOK_FUNCTION), and the
-  # function that dispatches tasks to the agent topics (topology.ORCHESTRATOR_FUNCTION).
+  # The only public HTTP function (topology.WEBHOOK_FUNCTION), the read-only dashboard
+  # (topology.DASHBOARD_FUNCTION, HTTP, invoked only by var.dashboard_viewers), and the function
+  # that dispatches tasks to the agent topics (topology.ORCHESTRATOR_FUNCTION).
   webhook_function      = "github_webhook"
+  dashboard_function    = "dashboard"
   orchestrator_function = "orchestrator"
 
   # Entry point => runtime sizing (topology.FUNCTIONS). A consumer's timeout never exceeds the ack
   # deadline of its subscriptions, so Pub/Sub does not redeliver a message that is still running.
   functions = {
     github_webhook = { timeout_seconds = 10, memory = "256M" }
-    orchestrator   = { timeout_seconds = 60, memory = "512M" }
+    dashboard      = { timeout_seconds = 30, memory = "256M" }
+    orchestrator   = { timeout_seconds = 300, memory = "512M" }
     repo_scout     = { timeout_seconds = 300, memory = "512M" }
     code_agent     = { timeout_seconds = 300, memory = "1G" }
     test_agent     = { timeout_seconds = 300, memory = "512M" }
@@ -70,7 +73,7 @@ locals {
       topic                   = "github-events"
       consumer                = "orchestrator"
       dead_letter_topic       = "github-events-to-orchestrator-dead-letter"
-      ack_deadline_seconds    = 60
+      ack_deadline_seconds    = 300
       max_delivery_attempts   = 5
       minimum_backoff_seconds = 10
       maximum_backoff_seconds = 600
@@ -79,7 +82,7 @@ locals {
       topic                   = "schedule-ticks"
       consumer                = "orchestrator"
       dead_letter_topic       = "schedule-ticks-to-orchestrator-dead-letter"
-      ack_deadline_seconds    = 60
+      ack_deadline_seconds    = 300
       max_delivery_attempts   = 5
       minimum_backoff_seconds = 10
       maximum_backoff_seconds = 600
@@ -88,7 +91,7 @@ locals {
       topic                   = "agent-results"
       consumer                = "orchestrator"
       dead_letter_topic       = "agent-results-to-orchestrator-dead-letter"
-      ack_deadline_seconds    = 60
+      ack_deadline_seconds    = 300
       max_delivery_attempts   = 5
       minimum_backoff_seconds = 10
       maximum_backoff_seconds = 600
@@ -97,7 +100,7 @@ locals {
       topic                   = "cloud-builds"
       consumer                = "orchestrator"
       dead_letter_topic       = "cloud-builds-to-orchestrator-dead-letter"
-      ack_deadline_seconds    = 60
+      ack_deadline_seconds    = 300
       max_delivery_attempts   = 5
       minimum_backoff_seconds = 10
       maximum_backoff_seconds = 600
@@ -178,6 +181,7 @@ locals {
   scheduler_jobs = {
     "repo-scout-tick"       = { job = "repo_scout", schedule = "0 */4 * * *" }
     "weekly-report-tick"    = { job = "weekly_report", schedule = "0 9 * * 1" }
+    "daily-metrics-tick"    = { job = "daily_metrics", schedule = "15 0 * * *" }
     "monitor-tick"          = { job = "monitor", schedule = "* * * * *" }
     "redelivery-sweep-tick" = { job = "redelivery_sweep", schedule = "*/15 * * * *" }
     "task-sweep-tick"       = { job = "task_sweep", schedule = "*/5 * * * *" }

@@ -127,6 +127,26 @@ variable "dashboard_url" {
   default     = ""
 }
 
+variable "dashboard_viewers" {
+  description = "IAM members allowed to open the read-only dashboard (user:, group:, serviceAccount:); never allUsers."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for member in var.dashboard_viewers : !contains(["allUsers", "allAuthenticatedUsers"], member)])
+    error_message = "The dashboard is not public: name users, groups or service accounts."
+  }
+}
+
+variable "report_repo" {
+  description = "The repository (owner/name) the weekly report issue is posted in (empty: the report is stored, not posted)."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.report_repo == "" || can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.report_repo))
+    error_message = "report_repo must be owner/name, or empty."
+  }
+}
+
 variable "deploy_backend" {
   description = "How the deploy agent builds a release: cloudbuild (gcloud app deploy --no-promote in Cloud Build) or versions (the App Engine versions API)."
   type        = string

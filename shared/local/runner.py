@@ -4,7 +4,9 @@ It starts both emulators, provisions every topic (with its schema) and push subs
 every function with functions-framework (one process each, as Cloud Functions would), then the
 GitHub sandbox (seeded with a demo organisation whose webhooks go to the local webhook), the
 App Engine sandbox and the LLM sandbox (the code agent's model, with a key generated for this run),
-prints their URLs and then a single line `ready`. Ctrl-C stops every child.
+prints their URLs and then a single line `ready`. Ctrl-C stops every child. With the `demo` seed it
+also writes a demo history into Firestore (`shared.local.history`), so the dashboard (one more
+function, on its own port) has something to show from the first second.
 
 With real GitHub App settings (`GITHUB_APP_ID` and `GITHUB_PRIVATE_KEY`) in the environment, the
 functions talk to that GitHub instead and no GitHub sandbox is started.
@@ -45,7 +47,8 @@ class LocalOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     github_sandbox_port: int = 8070  # 0: no GitHub sandbox (real GitHub from the environment)
     appengine_sandbox_port: int = 8071  # 0: no App Engine sandbox
-    seed: str = "demo"
+    seed: str = "demo"  # "demo": the sandboxes' demo organisation and a demo history in Firestore
+    dashboard_port: int = 8079  # 0: no dashboard
     # 0: no LLM sandbox. None: 8072 when the App Engine sandbox runs (so `--no-sandboxes`, which
     # turns that off, turns this off too), otherwise none.
     llm_sandbox_port: int | None = None
@@ -154,6 +157,8 @@ class LocalSystem:
             name: options.first_consumer_port + index
             for index, name in enumerate(topology.CONSUMER_FUNCTIONS)
         }
+        if options.dashboard_port:
+            self.ports[topology.DASHBOARD_FUNCTION] = options.dashboard_port
         self.sandbox_ports = {name: port for name, port in (
             ("github sandbox", options.github_sandbox_port),
             ("appengine sandbox", options.appengine_sandbox_port),
@@ -182,6 +187,11 @@ class LocalSystem:
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.options.webhook_port}/"
 
+    @property
+    def dashboard_url(self) -> str:
+        port = self.options.dashboard_port
+        return f"http://127.0.0.1:{port}/" if port else ""
+
     def check_ports(self) -> None:
         wanted = {"Pub/Sub emulator": self.options.pubsub_port,
                   "Firestore emulator": self.options.firestore_port,
@@ -208,7 +218,7 @@ class LocalSystem:
             provision(
                 admin,
                 {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()
-                 if name != topology.WEBHOOK_FUNCTION},
+                 if name not in topology.HTTP_FUNCTIONS},
                 options.minimum_backoff,
                 options.maximum_backoff,
             )
@@ -253,6 +263,7 @@ class LocalSystem:
             log = (logs / f"{name}.log").open("ab")
             is_webhook = name == topology.WEBHOOK_FUNCTION
             process_env = ({**env, **WEBHOOK_SERVER_ENV} if is_webhook
+                           else env if name == topology.DASHBOARD_FUNCTION
                            else {**env, **llm_env, **options.extra_env})
             process = subprocess.Popen(
                 [sys.executable, "-m", "functions_framework", f"--target={name}",
@@ -261,6 +272,16 @@ class LocalSystem:
                 start_new_session=True,
             )
             self.processes.append((name, process))
+        if options.seed == "demo":
+            # While the functions start: two weeks of demo history, so the dashboard shows something.
+            from shared.errors import PermanentError, RetryableError
+            from shared.local import history
+
+            try:
+                history.seed_emulator(options.project, firestore.host)
+            except (RetryableError, PermanentError, KeyError, TypeError, ValueError) as exc:
+                # The demo data is a convenience, never a reason not to start.
+                print(f"demo history not seeded: {exc}", file=sys.stderr, flush=True)
         for name, process in self.processes:
             wait_for_port(self.ports[name], process, name)
         if options.github_sandbox_port:
@@ -295,6 +316,7 @@ class LocalSystem:
             "pubsub_emulator_host": f"127.0.0.1:{self.options.pubsub_port}",
             "firestore_emulator_host": f"127.0.0.1:{self.options.firestore_port}",
             "webhook_url": self.webhook_url,
+            "dashboard_url": self.dashboard_url,
             "github_sandbox_url": self.github_sandbox_url,
             "appengine_sandbox_url": self.appengine_sandbox_url,
             "llm_sandbox_url": self.llm_sandbox_url,
@@ -341,6 +363,9 @@ def up(options: LocalOptions) -> int:
         try:
             system.start()
             print(f"webhook URL: {system.webhook_url}", flush=True)
+            if system.dashboard_url:
+                print(f"dashboard: {system.dashboard_url}  (read-only; tasks, deployments, incidents, "
+                      "repo health, KPIs)", flush=True)
             if system.github_sandbox_url:
                 print(f"GitHub sandbox: {system.github_sandbox_url}  (GITHUB_API_URL of every function; "
                       "demo org octo with octo/widgets and octo/gadgets)", flush=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_local_up import ROOT, free_run, read_until
+from tests.e2e.conftest import ROOT, free_run, read_until
 
 pytestmark = pytest.mark.emulators
 
@@ -75,7 +75,7 @@ def system(tmp_path_factory) -> Iterator[System]:
                "--port", str(ports["webhook"]), "--consumer-port", str(ports["consumers"]),
                "--pubsub-port", str(ports["pubsub"]), "--firestore-port", str(ports["firestore"]),
                "--github-port", str(ports["github"]), "--appengine-port", str(ports["appengine"]),
-               "--llm-port", str(ports["llm"]),
+               "--llm-port", str(ports["llm"]), "--dashboard-port", str(base + 8),
                "--state-dir", str(state)]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -420,7 +420,7 @@ def test_each_function_runs_as_its_own_service_account() -> None:
     # The account ids, as Terraform derives them with the default prefix, are distinct and valid.
     prefix = variable_default("name_prefix")
     functions = set(locals_in(TOPOLOGY_TF)["functions"])
-    consumers = functions - {topology.WEBHOOK_FUNCTION}
+    consumers = functions - set(topology.HTTP_FUNCTIONS)
     ids = [f"{prefix}-{name.replace('_', '-')}" for name in functions]
     ids += [f"{prefix}-push-{name.replace('_', '-')}" for name in consumers]
     ids.append(f"{prefix}-build")
@@ -445,13 +445,16 @@ def test_functions_are_plain_http_services_invoked_by_push() -> None:
     assert expression(storage["object"]) == "google_storage_bucket_object.source.name"
 
 
-def test_only_the_webhook_accepts_traffic_from_the_internet() -> None:
+def test_only_the_http_functions_accept_traffic_from_the_internet() -> None:
+    # The webhook authenticates every request itself; the dashboard is behind Cloud Run's IAM.
     service = block(resource("google_cloudfunctions2_function", "function"), "service_config")
     assert expression(service["ingress_settings"]) == (
-        'each.key == local.webhook_function ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"')
-    consumers = expression(locals_in("functions.tf")["consumers"])
-    assert consumers == (
-        "{for name, settings in local.functions : name => settings if name != local.webhook_function}")
+        'contains(local.http_functions, each.key) ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"')
+    values = locals_in("functions.tf")
+    assert values["http_functions"] == ["${local.webhook_function}", "${local.dashboard_function}"]
+    assert locals_in(TOPOLOGY_TF)["dashboard_function"] == topology.DASHBOARD_FUNCTION
+    assert expression(values["consumers"]) == (
+        "{for name, settings in local.functions : name => settings if !contains(local.http_functions, name)}")
 
 
 def test_consumer_timeouts_fit_their_ack_deadlines() -> None:
@@ -494,13 +497,28 @@ def test_public_invoker_exists_for_the_webhook_only() -> None:
 
 def test_each_consumer_is_invoked_by_its_own_push_account_only() -> None:
     invokers = resources_of("google_cloud_run_v2_service_iam_member")
-    assert set(invokers) == {"push_invoker", "webhook_public"}
+    assert set(invokers) == {"push_invoker", "webhook_public", "dashboard_viewer"}
     push = invokers["push_invoker"]
     assert expression(push["for_each"]) == "local.consumers"
     assert push["role"] == "roles/run.invoker"
     assert expression(push["member"]) == "google_service_account.push[each.key].member"
     assert expression(push["name"]) == (
         "google_cloudfunctions2_function.function[each.key].service_config[0].service")
+
+
+def test_the_dashboard_is_invoked_only_by_the_listed_viewers_and_reads_firestore_only() -> None:
+    viewer = resource("google_cloud_run_v2_service_iam_member", "dashboard_viewer")
+    assert expression(viewer["for_each"]) == "toset(var.dashboard_viewers)"
+    assert viewer["role"] == "roles/run.invoker"
+    assert expression(viewer["member"]) == "each.value"
+    assert expression(viewer["name"]) == (
+        "google_cloudfunctions2_function.function[local.dashboard_function].service_config[0].service")
+    assert variable_default("dashboard_viewers") == []
+    roles = expression(locals_in("iam.tf")["firestore_roles"])
+    assert roles == ('{for name, settings in local.functions : name => name == local.dashboard_function ? '
+                     '"roles/datastore.viewer" : "roles/datastore.user"}')
+    assert topology.DASHBOARD_FUNCTION not in locals_in("iam.tf")["extra_project_roles"]
+    assert not any(topology.DASHBOARD_FUNCTION in readers for readers in topology.SECRETS.values())
 
 
 def test_secrets_are_readable_only_by_their_listed_functions() -> None:
@@ -525,7 +543,7 @@ def test_project_level_grants_are_the_listed_roles_only() -> None:
     assert expression(grants["function"]["for_each"]) == "local.function_project_roles"
     assert expression(grants["build"]["for_each"]) == "toset(local.build_roles)"
     iam = locals_in("iam.tf")
-    assert "concat([\"roles/datastore.user\"], lookup(local.extra_project_roles, name, []))" in (
+    assert "concat([local.firestore_roles[name]], lookup(local.extra_project_roles, name, []))" in (
         iam["function_project_roles"])
     assert set(iam["extra_project_roles"]) == {"deploy_agent", "monitor_agent"}
     assert set(re.findall(r'"(roles/[^"]+)"', iam["extra_project_roles"]["deploy_agent"])) == {
@@ -581,7 +599,7 @@ def test_variables_and_outputs_a_deployment_needs() -> None:
         assert variable_default(required) is None
     outputs = {name for document in parsed().values() for declared in document.get("output", [])
                for name in declared if not name.startswith("__")}
-    assert {"webhook_url", "topics", "function_service_accounts", "push_service_accounts",
+    assert {"webhook_url", "dashboard_url", "topics", "function_service_accounts", "push_service_accounts",
             "secret_ids"} <= outputs
     webhook = next(_clean(declared["webhook_url"]) for document in parsed().values()
                    for declared in document.get("output", []) if "webhook_url" in declared)
