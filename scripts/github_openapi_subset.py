@@ -77,6 +77,7 @@ OPERATIONS = (
     "dependabot/list-alerts-for-repo",
     "code-scanning/list-alerts-for-repo",
     "repos/get-branch-protection",
+    "repos/get-branch-rules",
     "git/create-blob",
     "git/get-blob",
     "git/create-tree",

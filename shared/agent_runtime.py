@@ -103,7 +103,7 @@ class TaskContext:
     def __init__(self, task: AgentTask, *, client: Callable[[], Any], executor: Executor,
                  policy: Callable[[], Any], publisher: Callable[[], Publisher], links: Links,
                  delivery_id: str, clock: Callable[[], datetime],
-                 client_for: Callable[[int, str], Any] | None = None) -> None:
+                 client_for: Callable[[int, str], Any] | None = None, dry_run: bool = False) -> None:
         self.task = task
         self.inputs = task.input_values()
         self.checkpoint: dict[str, Any] = dict(self.inputs.get("checkpoint") or {})
@@ -119,6 +119,7 @@ class TaskContext:
         self._policy: Any = None
         self._publisher = publisher
         self._clock = clock
+        self._dry_run = bool(dry_run)
         # What the turn has spent so far (LLM tokens): charged even when the turn then fails.
         self.cost: dict[str, Any] = {}
 
@@ -133,6 +134,12 @@ class TaskContext:
     @property
     def number(self) -> int:
         return int(self.inputs.get("issue_number") or self.inputs.get("pull_number") or 0)
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether the deployment runs dry (`AGENTOPS_DRY_RUN`): the executor applies no effect, and an
+        agent that writes state of its own (Firestore) should not write it as if the effects were made."""
+        return self._dry_run
 
     @property
     def client(self) -> Any:
@@ -214,6 +221,7 @@ class AgentRunner:
         self._policy_for = policy_for  # (client, repository) -> PolicyLoad
         self._links = links
         self._clock = clock
+        self._dry_run = dry_run
         self._executor = Executor(audit, self._client_for, actor=agent.name, dry_run=dry_run)
 
     def _client_for(self, installation_id: int, repository: str, task_id: str) -> Any:
@@ -261,6 +269,7 @@ class AgentRunner:
             clock=self._clock,
             client_for=lambda installation_id, repository: self._client_for(installation_id, repository,
                                                                              task.task_id),
+            dry_run=self._dry_run,
         )
         outcome = self._turn(ctx)
         publish_result(self._publisher(), task, outcome, self._clock())

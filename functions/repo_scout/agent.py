@@ -3,7 +3,8 @@ findings and one health issue kept up to date.
 
 Kind `scan_repos`: the scheduler's tick (repository "", installation 0), routed to agent `scout`. Inputs
 `repository` (scan only that one) and `dry_run` (nothing written, on GitHub or in Firestore) serve
-`agentops scout run`. A tick:
+`agentops scout run`; a tick under the deployment's dry-run (`TaskContext.dry_run`) is a dry run too.
+A tick:
 
 1. lists the installations (`GET /app/installations`, the App's JWT) and their repositories (`GET
    /installation/repositories`, each installation's token); when GitHub does not serve them, the
@@ -208,7 +209,9 @@ class ScoutTick:
         started = datetime.fromtimestamp(created / 1000, UTC) if created else self.now
         self.scan_id = f"{started:%Y%m%dT%H%M%S}Z"
         self.only = str(ctx.inputs.get("repository") or "")
-        self.dry_run = bool(ctx.inputs.get("dry_run"))
+        # `agentops scout run --dry-run`, or the deployment's dry-run (the executor applies no effect):
+        # either way nothing is written, on GitHub or in Firestore.
+        self.dry_run = bool(ctx.inputs.get("dry_run")) or ctx.dry_run
         self.reports: list[RepoReport] = []
         self.problems: list[str] = []
         self.stopped: list[str] = []

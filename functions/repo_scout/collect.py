@@ -10,8 +10,10 @@
   (the app lacks `vulnerability_alerts`): unknown;
 - `GET /repos/{repo}/code-scanning/alerts?state=open`; 404 (no analysis) or 403 naming code scanning or
   Advanced Security as off: not enabled; any other 403 (no `security_events`): unknown;
-- `GET /repos/{repo}/branches/{default}/protection`: 404 "Branch not protected" is absent, 403 (no
-  `administration: read`, or a plan without protection) unknown;
+- `GET /repos/{repo}/branches/{default}/protection`: classic protection; 403 (no `administration: read`,
+  or a plan without protection) is unknown. On its 404 "Branch not protected", `GET /repos/{repo}/rules/
+  branches/{default}` (the active ruleset rules for the branch, metadata read): protected ("present") when
+  they hold a rule of PROTECTING_RULES, else absent; its 403 is unknown;
 - `GET /repos/{repo}/issues?state=open`: issues and pull requests in one listing (a pull request has
   `pull_request`), with their labels, author type, created and updated times; the health issue is found
   in it by its marker (or, after a rename, by another repository's marker on an issue a bot opened);
@@ -63,6 +65,10 @@ MAX_RUN_PAGES = 3
 MAX_ALERT_PAGES = 5
 MAX_ISSUE_PAGES = 5
 MAX_REVIEW_LOOKUPS = 20
+MAX_RULE_PAGES = 3
+# The ruleset rules that make a branch protected, as classic protection at its least does (no force push,
+# no deletion) or more (reviews, checks). Rules on commit messages, file paths, signatures... do not.
+PROTECTING_RULES = frozenset({"pull_request", "required_status_checks", "non_fast_forward", "deletion"})
 MAX_CI_RUNS_STORED = 100  # the scan document's `ci_runs`
 MAX_ITEMS_STORED = 500  # issues, pull requests or alerts kept in a scan document's facts
 KINDS_READ = ("repository", "ci", "dependabot", "code_scanning", "branch_protection", "issues", "reviews")
@@ -261,11 +267,12 @@ def read_code_scanning(client: Any, repo: str) -> CodeScanning:
 
 
 def read_protection(client: Any, repo: str, branch: str) -> BranchProtection:
+    """Classic branch protection, else the branch's ruleset rules (`read_branch_rules`)."""
     try:
         answer = client.request("GET", f"/repos/{repo}/branches/{quote(branch, safe='')}/protection")
     except NotFound as exc:
-        # "Branch not protected"; a branch GitHub does not find is not protected either.
-        return BranchProtection("absent") if exc.status == 404 else BranchProtection("unknown")
+        # "Branch not protected" (a branch GitHub does not find is not protected either): a ruleset may be.
+        return read_branch_rules(client, repo, branch) if exc.status == 404 else BranchProtection("unknown")
     except Forbidden:
         return BranchProtection("unknown")
     checks: list[str] = []
@@ -276,6 +283,31 @@ def read_protection(client: Any, repo: str, branch: str) -> BranchProtection:
         for check in required.get("checks") or ():
             if isinstance(check, Mapping) and check.get("context"):
                 checks.append(str(check["context"]))
+    return BranchProtection("present", tuple(dict.fromkeys(checks)))
+
+
+def read_branch_rules(client: Any, repo: str, branch: str) -> BranchProtection:
+    """The active ruleset rules GitHub applies to `branch`: present with a rule of PROTECTING_RULES (the
+    contexts of a `required_status_checks` rule as its required checks), absent without; unknown when
+    they cannot be read (403)."""
+    types: set[str] = set()
+    checks: list[str] = []
+    try:
+        for rule in client.paginate(f"/repos/{repo}/rules/branches/{quote(branch, safe='')}", None,
+                                    max_pages=MAX_RULE_PAGES):
+            if not isinstance(rule, Mapping):
+                continue
+            types.add(str(rule.get("type") or ""))
+            if rule.get("type") == "required_status_checks":
+                for check in _map(rule.get("parameters")).get("required_status_checks") or ():
+                    if isinstance(check, Mapping) and check.get("context"):
+                        checks.append(str(check["context"]))
+    except NotFound as exc:
+        return BranchProtection("absent") if exc.status == 404 else BranchProtection("unknown")
+    except Forbidden:
+        return BranchProtection("unknown")
+    if not types & PROTECTING_RULES:
+        return BranchProtection("absent")
     return BranchProtection("present", tuple(dict.fromkeys(checks)))
 
 

@@ -150,6 +150,15 @@ class SandboxControl:
     def protect_branch(self, repo: str, branch: str, required_checks: list[str]) -> dict[str, list[str]]:
         return self._act("protect_branch", repo=repo, branch=branch, required_checks=list(required_checks))
 
+    def add_branch_rule(self, repo: str, branch: str, type: str,
+                        required_checks: list[str] | None = None) -> list[dict[str, Any]]:
+        """A repository ruleset's rule on `branch`: `pull_request`, `required_status_checks` (with
+        `required_checks`), `non_fast_forward`, `deletion`, ... Returns the branch's rules."""
+        arguments: dict[str, Any] = {"repo": repo, "branch": branch, "type": type}
+        if required_checks is not None:
+            arguments["required_checks"] = list(required_checks)
+        return list(self._act("add_branch_rule", **arguments))
+
     # ---- the sandbox itself -----------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:

@@ -159,6 +159,8 @@ ROUTES: tuple[tuple[str, str, str, Any], ...] = (
      (("security_events", "read"),)),
     ("GET", "/repos/{owner}/{repo}/branches/{branch}/protection", "_get_branch_protection",
      (("administration", "read"),)),
+    # metadata: read, which GitHub grants every installation token
+    ("GET", "/repos/{owner}/{repo}/rules/branches/{branch}", "_get_branch_rules", ()),
     ("PATCH", "/repos/{owner}/{repo}", "_update_repo", (("administration", "write"),)),
     ("GET", "/repos/{owner}/{repo}/branches", "_list_branches", CONTENTS_READ),
     ("GET", "/repos/{owner}/{repo}/branches/{branch}", "_get_branch", CONTENTS_READ),
@@ -226,12 +228,15 @@ HUMAN_ACTIONS = ("install", "open_issue", "add_label", "remove_label", "assign",
                  "open_pull", "push_commit", "request_review", "review", "merge", "close_pull", "complete_ci",
                  "set_permission", "add_team_member", "set_status", "run_workflow", "complete_workflow_run",
                  "script_rerun", "add_dependabot_alert", "add_code_scanning_alert", "protect_branch",
-                 "set_rate_limit")
+                 "add_branch_rule", "set_rate_limit")
 GRAPHQL_DOCS = "https://docs.github.com/graphql"
 # A check run's conclusion, and a commit status's state, as a StatusState of the rollup.
 ROLLUP_CONCLUSIONS = {"success": "SUCCESS", "neutral": "SUCCESS", "skipped": "SUCCESS"}
 ROLLUP_STATUSES = {"success": "SUCCESS", "failure": "FAILURE", "error": "ERROR", "pending": "PENDING"}
 ROLLUP_ORDER = ("ERROR", "FAILURE", "PENDING", "EXPECTED", "SUCCESS")  # the first one present wins
+# The ruleset rules `add_branch_rule` makes, with the parameters GitHub's description requires of each.
+BRANCH_RULES = ("pull_request", "required_status_checks", "non_fast_forward", "deletion", "creation",
+                "update", "required_linear_history", "required_signatures")
 
 
 class Refused(Exception):
@@ -511,6 +516,7 @@ class GitHubSandbox:
         self._dependabot_alerts: list[dict[str, Any]] = []
         self._code_scanning_alerts: list[dict[str, Any]] = []
         self._protection: dict[str, dict[str, list[str]]] = {}  # repository -> branch -> checks
+        self._rules: dict[str, dict[str, list[dict[str, Any]]]] = {}  # repository -> branch -> ruleset rules
         self._quiet = False
         self._request_base = ""
         self._routes = []
@@ -904,6 +910,7 @@ class GitHubSandbox:
                 "dispatches": self.dispatches, "deployments": list(self.deployments.values()),
                 "dependabot_alerts": self._dependabot_alerts,
                 "code_scanning_alerts": self._code_scanning_alerts, "protection": self._protection,
+                "branch_rules": self._rules,
                 "requests_served": len(self.requests),  # since this process started; not persisted
                 "graphql_served": self.graphql_served,  # of those, the GraphQL queries
                 "rate_limits": {
@@ -3449,6 +3456,31 @@ class GitHubSandbox:
         self._protection.setdefault(repo, {})[branch] = list(required_checks)
         return dict(self._protection[repo])
 
+    @_changes
+    def add_branch_rule(self, repo: str, branch: str, type: str,
+                        required_checks: list[str] | None = None) -> list[dict[str, Any]]:
+        """A repository ruleset's rule of `type` (one of BRANCH_RULES) on `branch`, which need not exist
+        (rulesets name branches, as GitHub's do): one ruleset per rule, active. `required_checks` are a
+        `required_status_checks` rule's contexts. Returns the branch's rules. Rules are reported by
+        `GET .../rules/branches/{branch}`, not enforced on pushes."""
+        self._repo(repo)
+        if type not in BRANCH_RULES:
+            raise ValueError(f"a branch rule is one of {list(BRANCH_RULES)}, got {type!r}")
+        rule: dict[str, Any] = {"type": type, "ruleset_source_type": "Repository", "ruleset_source": repo,
+                                "ruleset_id": self._new_id()}
+        if type == "pull_request":
+            rule["parameters"] = {"dismiss_stale_reviews_on_push": False, "require_code_owner_review": False,
+                                  "require_last_push_approval": False, "required_approving_review_count": 1,
+                                  "required_review_thread_resolution": False,
+                                  "allowed_merge_methods": ["merge", "squash", "rebase"]}
+        elif type == "required_status_checks":
+            rule["parameters"] = {"strict_required_status_checks_policy": False, "required_status_checks": [
+                {"context": str(name)} for name in required_checks or ("ci",)]}
+        elif type == "update":
+            rule["parameters"] = {"update_allows_fetch_and_merge": False}
+        self._rules.setdefault(repo, {}).setdefault(branch, []).append(rule)
+        return [dict(item) for item in self._rules[repo][branch]]
+
     def _next_alert_number(self, repo: str) -> int:
         numbers = [a["number"] for a in self._dependabot_alerts + self._code_scanning_alerts
                    if a["repo"] == repo]
@@ -3555,6 +3587,12 @@ class GitHubSandbox:
             "allow_deletions": dict(disabled), "block_creations": dict(disabled),
             "required_conversation_resolution": dict(disabled), "lock_branch": dict(disabled),
             "allow_fork_syncing": dict(disabled)})
+
+    def _get_branch_rules(self, call: Call) -> Reply:
+        """Every active rule that applies to a branch of that name; the branch need not exist."""
+        full_name = f"{call.params['owner']}/{call.params['repo']}"
+        rules = self._rules.get(full_name, {}).get(call.params["branch"], [])
+        return self._page(call, [json.loads(json.dumps(rule)) for rule in rules])
 
     # ---- state helpers -----------------------------------------------------------------------
 
@@ -4355,7 +4393,7 @@ class GitHubSandbox:
             "artifacts": [{"id": id_, **a} for id_, a in self._artifacts.items()],
             "reruns": [[id_, conclusions] for id_, conclusions in self._reruns.items()],
             "dependabot_alerts": self._dependabot_alerts, "code_scanning_alerts": self._code_scanning_alerts,
-            "protection": self._protection,
+            "protection": self._protection, "branch_rules": self._rules,
             "tokens": [{"value": t.value, "permissions": t.permissions,
                         "repositories": sorted(t.repositories) if t.repositories is not None else None,
                         "expires_at": t.expires_at.isoformat()} for t in self._tokens.values()],
@@ -4397,6 +4435,8 @@ class GitHubSandbox:
         self._dependabot_alerts = list(data.get("dependabot_alerts", []))
         self._code_scanning_alerts = list(data.get("code_scanning_alerts", []))
         self._protection = {repo: dict(b) for repo, b in data.get("protection", {}).items()}
+        self._rules = {repo: {branch: list(rules) for branch, rules in b.items()}
+                       for repo, b in data.get("branch_rules", {}).items()}
         log = self._deliveries_file()
         lines = log.read_text().splitlines() if log.exists() else []
         self.deliveries = [record for record in map(_json_line, lines[-MAX_DELIVERIES:]) if record]
