@@ -258,8 +258,10 @@ class Demo:
 
     def release(self) -> dict[str, Any] | None:
         """The newest release of the merge, from `deployments`."""
-        releases = [doc.to_dict() for doc in self.firestore.collection("deployments")
-                    .where("sha", "==", self.merge_sha).stream()] if self.merge_sha else []
+        from shared.task_store import where
+
+        releases = [doc.to_dict() for doc in where(self.firestore.collection("deployments"), "sha", "==",
+                                                   self.merge_sha).stream()] if self.merge_sha else []
         return max(releases, key=lambda r: r.get("started_at"), default=None)
 
     def wait_release(self, what: str, states: tuple[str, ...]) -> dict[str, Any]:

@@ -190,7 +190,6 @@ def world(env: Mapping[str, str], project: str, start: datetime | None = None,
         github = GitHubSandbox(key, webhook_url=webhook_url, webhook_secret=env["GITHUB_WEBHOOK_SECRET"])
         github.base_url = github_url
         holder["github"] = github
-        seed.demo(github)
         values = {
             **env,
             "GITHUB_API_URL": github_url,
@@ -207,6 +206,8 @@ def world(env: Mapping[str, str], project: str, start: datetime | None = None,
         control = AppEngineControl(appengine.url, app=config.project)
         control.set_clock(clock.now)
         the_world = World(services, github, appengine, control, admin, clock)
+        _ = the_world._routes  # the subscriptions first: the seed's installation webhook is delivered
+        seed.demo(github)
         try:
             yield the_world
         finally:
