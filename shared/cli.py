@@ -42,7 +42,8 @@ def _local_demo(args: argparse.Namespace) -> int:
     return demo.run(Path(args.state_dir), step_timeout=args.step_timeout)
 
 
-def _services() -> Any:
+def load_services() -> Any:
+    """The deployment's `Services`, configured from the environment (every command's first step)."""
     from shared.bootstrap import Services
     from shared.config import Config
 
@@ -62,7 +63,7 @@ def _when(value: Any) -> str:
 
 
 def _tasks(args: argparse.Namespace) -> int:
-    services = _services()
+    services = load_services()
     rows = services.tasks().query(repository=args.repo, status=args.state, limit=args.limit)
     rows.sort(key=lambda row: row.get("updated_at") or row.get("created_at"), reverse=True)
     if not rows:
@@ -78,7 +79,7 @@ def _tasks(args: argparse.Namespace) -> int:
 def _agents(args: argparse.Namespace) -> int:
     from shared import topology
 
-    services = _services()
+    services = load_services()
     control = services.tasks().control()
     rows = []
     for agent in ("orchestrator", *(a.name for a in topology.AGENTS)):
@@ -107,7 +108,7 @@ def _pause(args: argparse.Namespace, paused: bool) -> int:
     import getpass
     from datetime import datetime, timezone
 
-    services = _services()
+    services = load_services()
     scope = _pause_scope(args)
     by = f"operator {getpass.getuser()}"
     changed = services.tasks().set_pause(scope, paused, by, args.reason or "", datetime.now(timezone.utc))
@@ -136,14 +137,14 @@ def _pause(args: argparse.Namespace, paused: bool) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from shared.audit import verify_command
 
-    services = _services()
+    services = load_services()
     return verify_command(services.firestore(), args.chain or None, progress=progress_bar)
 
 
 def _audit_show(args: argparse.Namespace) -> int:
     from shared.audit import task_trail
 
-    records = task_trail(_services().firestore(), args.task)
+    records = task_trail(load_services().firestore(), args.task)
     if not records:
         print(f"no audit records for task {args.task}")
         return 1
@@ -156,7 +157,7 @@ def _audit_show(args: argparse.Namespace) -> int:
 
 
 def _deploy_list(args: argparse.Namespace) -> int:
-    releases = _services().deployments().releases(repository=args.repo or "", service=args.service or "",
+    releases = load_services().deployments().releases(repository=args.repo or "", service=args.service or "",
                                                  limit=args.limit)
     if not releases:
         print("no releases")
@@ -175,7 +176,7 @@ def _deploy_rollback(args: argparse.Namespace) -> int:
 
     from functions.orchestrator.handler import Turn
 
-    services = _services()
+    services = load_services()
     releases = services.deployments().releases(repository=args.repo or "", service=args.service, limit=1)
     if not releases:
         print(f"no release of {args.service} to roll back")
@@ -209,7 +210,7 @@ def progress_bar(done: int, total: int, width: int = 30) -> None:
 
 
 def _redeliver(args: argparse.Namespace) -> int:
-    services = _services()
+    services = load_services()
     if args.since > 72:
         print("agentops: GitHub keeps deliveries for 3 days; looking back 72h", file=sys.stderr)
     from shared.github.redelivery import summarize

@@ -15,20 +15,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from functions.dashboard.charts import Series, line_chart
+from functions.metrics.dora import dig
+from functions.orchestrator import lifecycle
 from shared import topology
 
-# Task statuses, as `functions.orchestrator.lifecycle` names them (not imported: it pulls in more).
-QUEUED = "queued"
-DISPATCHED = "dispatched"
-RUNNING = "running"
-WAITING_APPROVAL = "waiting_approval"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-BLOCKED = "blocked"
-OPEN_STATUSES = (QUEUED, DISPATCHED, RUNNING, WAITING_APPROVAL)
-STATUSES = (*OPEN_STATUSES, SUCCEEDED, FAILED, CANCELLED, BLOCKED)
-ENDED_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED, BLOCKED})
+# Task statuses, as `functions.orchestrator.lifecycle` names them (pure, like this module).
+OPEN_STATUSES = tuple(status for status in lifecycle.STATES if status not in lifecycle.TERMINAL)
+STATUSES = lifecycle.STATES
+ENDED_STATUSES = lifecycle.TERMINAL
 
 RECENT_DEPLOYMENTS = 8
 RECENT_INCIDENTS = 10
@@ -111,14 +105,6 @@ def _text(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _get(doc: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(doc, Mapping):
-            return None
-        doc = doc.get(key)
-    return doc
-
-
 def safe_url(url: Any) -> str:
     """`url` when it is an https (or loopback http) URL, else "": nothing else becomes a link."""
     text = str(url or "")
@@ -179,7 +165,7 @@ def agent_rows(snapshot: Snapshot) -> list[AgentRow]:
             counts={status: counts[status] for status in STATUSES if counts[status]},
             done=int(doc.get("done") or 0), failed=int(doc.get("failed") or 0),
             last_task=str(last.get("task_id") or ""), last_result=str(last.get("status") or ""),
-            last_summary=_text(_get(last, "result", "summary"), 160), last_at=when(last.get("updated_at")),
+            last_summary=_text(dig(last, "result", "summary"), 160), last_at=when(last.get("updated_at")),
         ))
     return rows
 
@@ -221,7 +207,7 @@ def _approval_text(task: Mapping[str, Any]) -> str:
         return ""
     approvers = [str(item.get("login")) for item in approval.get("approvers") or []
                  if isinstance(item, Mapping) and item.get("login")]
-    needed = _get(approval, "rule", "count") or 1
+    needed = dig(approval, "rule", "count") or 1
     text = f"{approval.get('step') or 'approval'}: {len(approvers)} of {needed} approval(s)"
     return text + (f" ({', '.join(approvers)})" if approvers else "")
 
@@ -229,7 +215,7 @@ def _approval_text(task: Mapping[str, Any]) -> str:
 def waiting(task: Mapping[str, Any], statuses: Mapping[str, str]) -> Waiting:
     depends = [str(dep) for dep in task.get("depends_on") or []]
     open_deps = tuple((dep, statuses.get(dep, "unknown")) for dep in depends
-                      if statuses.get(dep) != SUCCEEDED)
+                      if statuses.get(dep) != lifecycle.SUCCEEDED)
     return Waiting(reason=_text(task.get("waiting_on"), 300),
                    events=tuple(_text(key, 120) for key in task.get("waits_for") or [])[:10],
                    tasks=open_deps, approval=_approval_text(task))
@@ -411,11 +397,11 @@ def _metrics_sorted(docs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]
 
 def deployment_frequency(doc: Mapping[str, Any]) -> Any:
     """The figure the page shows as the deployment frequency: successful deploys per day."""
-    return _get(doc, "dora", "all", "deployment_frequency", "per_day")
+    return dig(doc, "dora", "all", "deployment_frequency", "per_day")
 
 
 def change_failure_rate(doc: Mapping[str, Any]) -> Any:
-    return _get(doc, "dora", "all", "change_failure_rate", "rate")
+    return dig(doc, "dora", "all", "change_failure_rate", "rate")
 
 
 def raw(value: Any) -> str:
@@ -427,15 +413,15 @@ def kpis(snapshot: Snapshot) -> Kpis:
     if not docs:
         return Kpis("", 0, (), (), ())
     latest = docs[-1]
-    dora = _get(latest, "dora", "all") or {}
+    dora = dig(latest, "dora", "all") or {}
     frequency = dora.get("deployment_frequency") or {}
     lead = dora.get("lead_time") or {}
     failure = dora.get("change_failure_rate") or {}
     restore = dora.get("time_to_restore") or {}
-    tasks = _get(latest, "agents", "tasks", "all") or {}
-    cost = _get(latest, "agents", "cost") or {}
-    pulls = _get(latest, "agents", "pull_requests") or {}
-    days = int(_get(latest, "window", "days") or 1)
+    tasks = dig(latest, "agents", "tasks", "all") or {}
+    cost = dig(latest, "agents", "cost") or {}
+    pulls = dig(latest, "agents", "pull_requests") or {}
+    days = int(dig(latest, "window", "days") or 1)
     dora_kpis = (
         Kpi("kpi-deployment-frequency", "Deployment frequency", f"{number(frequency.get('per_day'))}/day",
             str(frequency.get("band") or ""), f"{int(frequency.get('deploys') or 0)} deploy(s)",
@@ -471,7 +457,7 @@ def kpis(snapshot: Snapshot) -> Kpis:
         numbers = [float(v) * scale if _is_number(v) else None for v in values]
         return Trend(key, title, line_chart(title, labels, [Series(title, numbers)], unit=unit))
 
-    lead_hours = [_get(doc, "dora", "all", "lead_time", "median_seconds") for doc in docs]
+    lead_hours = [dig(doc, "dora", "all", "lead_time", "median_seconds") for doc in docs]
     trends = (
         trend("trend-deployment-frequency", "Deployments per day",
               [deployment_frequency(doc) for doc in docs], ""),
@@ -479,9 +465,9 @@ def kpis(snapshot: Snapshot) -> Kpis:
         trend("trend-change-failure-rate", "Change failure rate (%)",
               [change_failure_rate(doc) for doc in docs], "%", 100),
         trend("trend-autonomous-rate", "Autonomous completion (%)",
-              [_get(doc, "agents", "tasks", "all", "autonomous_rate") for doc in docs], "%", 100),
+              [dig(doc, "agents", "tasks", "all", "autonomous_rate") for doc in docs], "%", 100),
         trend("trend-spend", "Spend (cost units)",
-              [_get(doc, "agents", "cost", "spent") for doc in docs], ""),
+              [dig(doc, "agents", "cost", "spent") for doc in docs], ""),
     )
     return Kpis(str(latest.get("date")), days, dora_kpis, agent_kpis, trends, len(docs))
 

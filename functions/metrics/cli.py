@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from functions.metrics.dora import dig
+from shared.cli import load_services, table
 from shared.errors import PermanentError
 
 
@@ -27,21 +29,6 @@ def _positive(text: str) -> int:
     if not 1 <= value <= 31:
         raise argparse.ArgumentTypeError(f"--days is a number from 1 to 31, not {text!r}")
     return value
-
-
-def _services() -> Any:
-    from shared.bootstrap import Services
-    from shared.config import Config
-
-    return Services(Config.from_env())
-
-
-def _get(doc: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(doc, Mapping):
-            return None
-        doc = doc.get(key)
-    return doc
 
 
 def _hours(seconds: Any) -> str:
@@ -75,19 +62,18 @@ HEADERS = ["date", "deploys", "lead time", "change failure", "time to restore", 
 
 
 def _row(doc: Mapping[str, Any]) -> list[str]:
-    tasks = _get(doc, "agents", "tasks", "all") or {}
-    return [str(doc.get("date") or ""), *_dora_cells(_get(doc, "dora", "all") or {}),
-            _rate(_get(doc, "delivery", "build", "success_rate")), str(tasks.get("ended", 0)),
+    tasks = dig(doc, "agents", "tasks", "all") or {}
+    return [str(doc.get("date") or ""), *_dora_cells(dig(doc, "dora", "all") or {}),
+            _rate(dig(doc, "delivery", "build", "success_rate")), str(tasks.get("ended", 0)),
             _rate(tasks.get("autonomous_rate")),
-            _rate(_get(doc, "agents", "pull_requests", "by_actor", "agent", "approval_rate")),
-            f"{_get(doc, 'agents', 'cost', 'spent') or 0:g}"]
+            _rate(dig(doc, "agents", "pull_requests", "by_actor", "agent", "approval_rate")),
+            f"{dig(doc, 'agents', 'cost', 'spent') or 0:g}"]
 
 
 def _metrics_daily(args: argparse.Namespace) -> int:
     from functions.metrics import job
-    from shared.cli import table
 
-    metrics = job.from_services(_services())
+    metrics = job.from_services(load_services())
     last = args.date or (datetime.now(UTC).date() - timedelta(days=1))
     days = [last - timedelta(days=back) for back in range(args.days - 1, -1, -1)]
     done = metrics.compute_days(days)
@@ -103,9 +89,8 @@ def _metrics_daily(args: argparse.Namespace) -> int:
 
 def _metrics_show(args: argparse.Namespace) -> int:
     from functions.metrics import job
-    from shared.cli import table
 
-    metrics = job.from_services(_services())
+    metrics = job.from_services(load_services())
     day = args.date or (datetime.now(UTC).date() - timedelta(days=1))
     doc = metrics.stored(day)
     if doc is None:
@@ -115,7 +100,7 @@ def _metrics_show(args: argparse.Namespace) -> int:
     if not args.repo:
         print(table(HEADERS, [_row(doc)]))
     else:
-        repos = {str(item.get("repository")): item for item in _get(doc, "dora", "repositories") or []}
+        repos = {str(item.get("repository")): item for item in dig(doc, "dora", "repositories") or []}
         scope = repos.get(args.repo)
         if scope is None:
             print(f"no deploys or incidents of {args.repo} on {day}")
@@ -124,7 +109,7 @@ def _metrics_show(args: argparse.Namespace) -> int:
             rows += [[f"  {item.get('service')}", *_dora_cells(item)] for item in scope.get("services") or []]
             print(table(["repository / service", "deploys", "lead time", "change failure", "time to restore"],
                         rows))
-        delivery = {str(item.get("repository")): item for item in _get(doc, "delivery", "repositories") or []}
+        delivery = {str(item.get("repository")): item for item in dig(doc, "delivery", "repositories") or []}
         found = delivery.get(args.repo)
         if found is not None:
             build, coverage = found.get("build") or {}, found.get("coverage") or {}
@@ -138,7 +123,7 @@ def _metrics_show(args: argparse.Namespace) -> int:
 def _report_weekly(args: argparse.Namespace) -> int:
     from functions.metrics import weekly
 
-    report = weekly.from_services(_services())
+    report = weekly.from_services(load_services())
     now = report.clock()
     monday = args.week or weekly.report_monday(now)
     if monday.weekday() != 0:

@@ -287,6 +287,16 @@ def ratio(part: int | float, whole: int | float) -> float | None:
 
 # ---- records ---------------------------------------------------------------------------------------
 
+
+def dig(doc: Any, *path: str) -> Any:
+    """`doc[path[0]][path[1]]...` of a stored document, or None where a step is missing or not a map."""
+    for key in path:
+        if not isinstance(doc, Mapping):
+            return None
+        doc = doc.get(key)
+    return doc
+
+
 # Release states, as `functions.deploy_agent.release` names them.
 SUCCEEDED = "succeeded"
 ROLLING_BACK = "rolling_back"

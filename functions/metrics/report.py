@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 from functions.deploy_agent import release as rel
 from functions.metrics import DailyMetrics, week_over_week
-from functions.metrics.dora import BANDS, NO_DATA, deployment_from_release_doc, utc
+from functions.metrics.dora import BANDS, NO_DATA, deployment_from_release_doc, dig, utc
 from functions.repo_scout.health import KIND_LABELS, SEVERITIES, Finding, inert, safe_link, severity_rank
 from shared.errors import InvalidInput
 
@@ -211,14 +211,6 @@ class WeeklyInputs:
         return self.end if self.now is None else utc(self.now)
 
 
-def _get(doc: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(doc, Mapping):
-            return None
-        doc = doc.get(key)
-    return doc
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
@@ -239,16 +231,16 @@ def agent_activity(doc: Mapping[str, Any], examples: Mapping[str, Sequence[str |
     """Per agent, from a metrics document's `agents` section (every agent it names, idle ones too),
     with the shell's `examples` (agent -> lines); sorted by name."""
     examples = examples or {}
-    tasks = _named(_get(doc, "agents", "tasks", "by_agent"), "agent")
-    usage = _named(_get(doc, "agents", "utilisation"), "agent")
-    cost = _named(_get(doc, "agents", "cost", "by_agent"), "agent")
+    tasks = _named(dig(doc, "agents", "tasks", "by_agent"), "agent")
+    usage = _named(dig(doc, "agents", "utilisation"), "agent")
+    cost = _named(dig(doc, "agents", "cost", "by_agent"), "agent")
     out = []
     for agent in sorted(set(tasks) | set(usage) | set(cost) | {str(name) for name in examples}):
-        stats = _get(tasks.get(agent), "tasks") or {}
+        stats = dig(tasks.get(agent), "tasks") or {}
         out.append(AgentActivity(
             agent, {status: _count(stats.get(status)) for status in TASK_STATUSES},
             _count(stats.get("autonomous")) if stats else None,
-            _number(_get(usage.get(agent), "utilisation")), _number(_get(cost.get(agent), "cost_units")),
+            _number(dig(usage.get(agent), "utilisation")), _number(dig(cost.get(agent), "cost_units")),
             tuple(examples.get(agent) or ())))
     return tuple(out)
 
@@ -478,28 +470,28 @@ HEADLINES: tuple[Headline, ...] = (
 
 
 def _verdict(compared: Any) -> tuple[_Span, ...]:
-    improved = _get(compared, "improved")
+    improved = dig(compared, "improved")
     if improved is True:
         return (_Span("good", "better"),)
     if improved is False:
         return (_Span("bad", "worse"),)
-    if _get(compared, "delta") == 0:
+    if dig(compared, "delta") == 0:
         return (_raw("unchanged"),)
-    return (_raw("—" if _get(compared, "delta") is None else ""),)
+    return (_raw("—" if dig(compared, "delta") is None else ""),)
 
 
 def _summary(inputs: WeeklyInputs, wow: Mapping[str, Any]) -> list[Block]:
     rows = []
     for headline in HEADLINES:
-        compared = _get(wow, *headline.path)
-        this, last = _get(compared, "this"), _get(compared, "last")
-        delta, change = _number(_get(compared, "delta")), _number(_get(compared, "change"))
+        compared = dig(wow, *headline.path)
+        this, last = dig(compared, "this"), dig(compared, "last")
+        delta, change = _number(dig(compared, "delta")), _number(dig(compared, "change"))
         now_text = _value(this, headline.unit)
         if headline.path[-1] == "spent":
-            budget = _number(_get(inputs.this_week, "agents", "cost", "budget"))
+            budget = _number(dig(inputs.this_week, "agents", "cost", "budget"))
             if budget is not None and _number(this) is not None:
                 now_text += f" of {_value(budget, 'cost')} budget"
-                if _get(inputs.this_week, "agents", "cost", "over") is True:
+                if dig(inputs.this_week, "agents", "cost", "over") is True:
                     now_text += " (over)"
         if delta is None:
             moved = "—"
@@ -519,16 +511,16 @@ def _summary(inputs: WeeklyInputs, wow: Mapping[str, Any]) -> list[Block]:
 
 
 def _band_cell(scope: Any, compared: Any, key: str, unit: Unit | None) -> Cell:
-    band = _get(scope, key, "band")
+    band = dig(scope, key, "band")
     figure = {"lead_time": "median_seconds", "change_failure_rate": "rate",
               "time_to_restore": "median_seconds"}.get(key)
     spans = [_band(band)]
-    if unit is not None and figure is not None and _number(_get(scope, key, figure)) is not None:
-        spans.append(_raw(f" · {_value(_get(scope, key, figure), unit)}"))
-    moved = _get(compared, key, "band")
-    last = _get(moved, "last")
-    if moved and _get(moved, "changed") and last is not None:
-        improved = _get(moved, "improved")
+    if unit is not None and figure is not None and _number(dig(scope, key, figure)) is not None:
+        spans.append(_raw(f" · {_value(dig(scope, key, figure), unit)}"))
+    moved = dig(compared, key, "band")
+    last = dig(moved, "last")
+    if moved and dig(moved, "changed") and last is not None:
+        improved = dig(moved, "improved")
         if str(last) not in BANDS and str(last) != NO_DATA:
             last = "another band"
         word = f"↑ from {last}" if improved else f"↓ from {last}" if improved is False else f"(was {last})"
@@ -538,7 +530,7 @@ def _band_cell(scope: Any, compared: Any, key: str, unit: Unit | None) -> Cell:
 
 
 def _dora_row(name: Cell, scope: Any, compared: Any) -> tuple[Cell, ...]:
-    deploys = _get(scope, "deployment_frequency", "deploys")
+    deploys = dig(scope, "deployment_frequency", "deploys")
     return (name, (_raw(_value(deploys, "count")),),
             _band_cell(scope, compared, "deployment_frequency", None),
             _band_cell(scope, compared, "lead_time", "duration"),
@@ -550,16 +542,16 @@ def _dora(inputs: WeeklyInputs, wow: Mapping[str, Any], limits: Limits) -> list[
     blocks: list[Block] = [_Heading(2, "DORA by repository")]
     header = ("Repository", "Deploys", "Deployment frequency", "Lead time", "Change failure rate",
               "Time to restore")
-    rows = [_dora_row((_raw("All repositories", bold=True),), _get(inputs.this_week, "dora", "all"),
-                      _get(wow, "dora", "all"))]
-    repositories = [repo for repo in _get(inputs.this_week, "dora", "repositories") or []
+    rows = [_dora_row((_raw("All repositories", bold=True),), dig(inputs.this_week, "dora", "all"),
+                      dig(wow, "dora", "all"))]
+    repositories = [repo for repo in dig(inputs.this_week, "dora", "repositories") or []
                     if isinstance(repo, Mapping)]
-    compared = _named(_get(wow, "dora", "repositories"), "repository")
+    compared = _named(dig(wow, "dora", "repositories"), "repository")
     all_rows = []
     for repo in repositories:
         name = str(repo.get("repository") or "")
         all_rows.append((name, _dora_row((_text(name),), repo, compared.get(name))))
-        services = _named(_get(compared.get(name), "services"), "service")
+        services = _named(dig(compared.get(name), "services"), "service")
         for service in repo.get("services") or []:
             if isinstance(service, Mapping):
                 label = str(service.get("service") or "")
@@ -579,18 +571,18 @@ def _dora(inputs: WeeklyInputs, wow: Mapping[str, Any], limits: Limits) -> list[
 
 
 def _delivery(inputs: WeeklyInputs, limits: Limits) -> list[Block]:
-    repositories = [repo for repo in _get(inputs.this_week, "delivery", "repositories") or []
+    repositories = [repo for repo in dig(inputs.this_week, "delivery", "repositories") or []
                     if isinstance(repo, Mapping)]
     if not repositories:
         return [_Para((_raw("No CI runs or coverage baselines this week."),), note=True)]
     rows = []
     for repo in repositories[:limits.repositories]:
         name = str(repo.get("repository") or "")
-        build = _get(repo, "build") or {}
+        build = dig(repo, "build") or {}
         runs = _count(build.get("runs"))
         rate = (_percent(build.get("success_rate")) + f" of {runs} runs") if runs else "no runs"
-        latest = _number(_get(repo, "coverage", "latest"))
-        change = _number(_get(repo, "coverage", "change_points"))
+        latest = _number(dig(repo, "coverage", "latest"))
+        change = _number(dig(repo, "coverage", "change_points"))
         change_cell: Cell = (_raw("—" if change is None else _signed(change, f"{abs(change):.2f} pp")),)
         if change:
             change_cell += (_raw(" "), _Span("good", "up") if change > 0 else _Span("bad", "down"))
@@ -618,7 +610,7 @@ class _Incident:
 def _incidents_of(inputs: WeeklyInputs) -> list[_Incident]:
     out: dict[str, _Incident] = {}
     listed = list(inputs.incidents) + [
-        item for item in _get(inputs.this_week, "dora", "all", "time_to_restore", "open_incidents") or []
+        item for item in dig(inputs.this_week, "dora", "all", "time_to_restore", "open_incidents") or []
         if isinstance(item, Mapping)]
     for index, doc in enumerate(listed):
         if not isinstance(doc, Mapping) or not isinstance(doc.get("opened_at"), datetime):
@@ -843,7 +835,7 @@ def _example(item: str | Example, links: _Links) -> Cell:
 
 def _agents(inputs: WeeklyInputs, links: _Links, limits: Limits) -> list[Block]:
     blocks: list[Block] = [_Heading(2, "What each agent did")]
-    outcomes = _get(inputs.this_week, "agents", "tasks", "all") or {}
+    outcomes = dig(inputs.this_week, "agents", "tasks", "all") or {}
     slices = [(label, _count(outcomes.get(key))) for label, key in
               (("Autonomous", "autonomous"), ("Assisted", "assisted"), ("Failed", "failed"),
                ("Cancelled", "cancelled"), ("Blocked", "blocked"))]
@@ -886,7 +878,7 @@ def _agents(inputs: WeeklyInputs, links: _Links, limits: Limits) -> list[Block]:
 def _document(inputs: WeeklyInputs, links: _Links, limits: Limits) -> list[Block]:
     wow = week_over_week(inputs.this_week, inputs.last_week)
     monday = inputs.week_start
-    computed = _get(inputs.this_week, "computed_at")
+    computed = dig(inputs.this_week, "computed_at")
     intro = (f"{_day_text(monday, year=True)} to {_day_text(monday + timedelta(days=6), year=True)}, in UTC."
              + (f" Metrics computed {_when(computed)} UTC." if isinstance(computed, datetime) else ""))
     return [

@@ -13,18 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-
-def _services() -> Any:
-    from shared.bootstrap import Services
-    from shared.config import Config
-
-    return Services(Config.from_env())
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    from shared.cli import table
-
-    return table(headers, rows)
+from shared.cli import load_services, table
 
 
 def _when(value: Any) -> str:
@@ -63,7 +52,7 @@ def run_scan(services: Any, repository: str = "", dry_run: bool = False) -> Any:
 
 
 def scout_run(args: argparse.Namespace) -> int:
-    services = _services()
+    services = load_services()
     stopped = services.tasks().stop_reason("scout", args.repo or "", 0)
     if stopped:
         print(f"not scanning: {stopped}")
@@ -77,7 +66,7 @@ def scout_run(args: argparse.Namespace) -> int:
         return 1
     rows = outcome.details.get("repos") or []
     if rows:
-        print(_table(["repository", "status", "score", "findings", "API calls", "reused", "issue", "action"],
+        print(table(["repository", "status", "score", "findings", "API calls", "reused", "issue", "action"],
                      [[r["repository"], r["status"] + (f" ({r['reason']})" if r.get("reason") else ""),
                        r.get("score"), r.get("findings") if r["status"] == "scanned" else "",
                        r.get("api_calls") if r["status"] == "scanned" else "",
@@ -91,7 +80,7 @@ def scout_run(args: argparse.Namespace) -> int:
 def scout_show(args: argparse.Namespace) -> int:
     from functions.repo_scout.store import ScoutStore
 
-    store = ScoutStore(_services().firestore())
+    store = ScoutStore(load_services().firestore())
     if args.repo:
         doc = store.repo(args.repo)
         health = doc.get("health") if isinstance(doc.get("health"), Mapping) else None
@@ -114,7 +103,7 @@ def scout_show(args: argparse.Namespace) -> int:
                            f"#{health['issue_number']}" if health.get("issue_number") else "",
                            "yes" if health.get("quiet") else "no", _when(health.get("scanned_at")),
                            health.get("scan_id")])
-    print(_table(["repository", "score", "open", "crit/high/med/low", "issue", "quiet", "scanned", "scan"],
+    print(table(["repository", "score", "open", "crit/high/med/low", "issue", "quiet", "scanned", "scan"],
                  table_rows))
     if args.repo:
         health = rows[0]["health"]

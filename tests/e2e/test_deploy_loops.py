@@ -321,7 +321,7 @@ def test_the_operator_rolls_a_service_back_from_the_cli(w, monkeypatch, capsys):
     from shared import cli
 
     release = _live(w)
-    monkeypatch.setattr(cli, "_services", lambda: w.services)
+    monkeypatch.setattr(cli, "load_services", lambda: w.services)
     assert cli.main(["deploy", "rollback", SERVICE]) == 0
     assert "Rolling back widgets" in capsys.readouterr().out
     w.pump()

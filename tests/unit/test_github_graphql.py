@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,9 +18,7 @@ import requests
 from graphql import build_schema, parse, validate
 
 from sandbox.github.graphql import SUBSET as SCHEMA_FILE
-from sandbox.github.server import GitHubSandbox, generate_app_key
 from shared.errors import PermanentError, RetryableError
-from shared.github.app import GitHubApp
 from shared.github.graphql import (
     REPO_SIGNAL_FRAGMENT,
     QueryFailed,
@@ -30,7 +28,7 @@ from shared.github.graphql import (
     signals_document,
 )
 from shared.github.rest import RateLimited, RestClient
-from tests.support.push import serve
+from tests.support.sandbox_site import app_for
 
 
 class RecordingSession(requests.Session):
@@ -46,34 +44,15 @@ class RecordingSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def key() -> tuple[Any, str]:
-    return generate_app_key()
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[tuple[dict[str, GitHubSandbox], str]]:
-    current: dict[str, GitHubSandbox] = {}
-    with serve(lambda environ, start_response: current["sandbox"].wsgi(environ, start_response)) as url:
-        yield current, url
-
-
 @pytest.fixture
-def github(key, site) -> Iterator[GitHubSandbox]:
-    current, url = site
-    sandbox = GitHubSandbox(key[0])
-    sandbox.base_url = url
-    current["sandbox"] = sandbox
-    sandbox.add_repo("octo/widgets", files={"README.md": "widgets\n"})
-    sandbox.add_repo("octo/gadgets", files={"README.md": "gadgets\n"})
-    yield sandbox
-    sandbox.close()
-    assert sandbox.errors == []
+def github_repos() -> dict[str, dict[str, str]]:
+    """The repositories the sandbox of `github` (tests/unit/conftest.py) starts with."""
+    return {"octo/widgets": {"README.md": "widgets\n"}, "octo/gadgets": {"README.md": "gadgets\n"}}
 
 
 @pytest.fixture
 def client_for(github, key) -> Callable[..., RestClient]:
-    app = GitHubApp(github.base_url, github.app_id, lambda: key[1])
+    app = app_for(github, key)
 
     def make(agent: str = "scout", repositories: tuple[str, ...] = (), session: Any = None) -> RestClient:
         token = app.tokens().token(github.installation_id, agent, repositories).token

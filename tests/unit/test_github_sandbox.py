@@ -42,6 +42,7 @@ from shared.github.rest import RestClient, ServerError
 from shared.policy import POLICY_PATH, parse_policy
 from tests.support.agents import MemoryAudit
 from tests.support.push import serve
+from tests.support.sandbox_site import app_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "tests" / "fixtures" / "github" / "webhook-schemas-subset.json"
@@ -93,11 +94,6 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def key() -> tuple[Any, str]:
-    return generate_app_key()
-
-
-@pytest.fixture(scope="module")
 def hook_site() -> Iterator[tuple[dict[str, Receiver], str]]:
     """One loopback webhook endpoint for the module, recording into the current test's receiver."""
     current: dict[str, Receiver] = {}
@@ -110,14 +106,6 @@ def receiver(hook_site) -> tuple[Receiver, str]:
     current, url = hook_site
     current["hook"] = Receiver()
     return current["hook"], url
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[tuple[dict[str, GitHubSandbox], str]]:
-    """One loopback server for the module, answering as the current test's sandbox."""
-    current: dict[str, GitHubSandbox] = {}
-    with serve(lambda environ, start_response: current["sandbox"].wsgi(environ, start_response)) as url:
-        yield current, url
 
 
 @pytest.fixture
@@ -150,10 +138,6 @@ def github(start, receiver) -> GitHubSandbox:
 
 def settle(sandbox: GitHubSandbox) -> None:
     assert sandbox.wait_for_deliveries(10)
-
-
-def app_for(sandbox: GitHubSandbox, key) -> GitHubApp:
-    return GitHubApp(sandbox.base_url, sandbox.app_id, lambda: key[1])
 
 
 def check_deliveries(hook: Receiver, sandbox: GitHubSandbox) -> None:

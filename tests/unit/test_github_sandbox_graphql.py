@@ -9,17 +9,17 @@ content.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 
 from sandbox.github.control import SandboxControl
-from sandbox.github.server import GitHubSandbox, generate_app_key
+from sandbox.github.server import GitHubSandbox
 from shared.github.app import GitHubApp
 from shared.github.rest import RateLimited, RestClient
-from tests.support.push import serve
+from tests.support.sandbox_site import app_for
 
 SIGNAL = """query($o: String!, $n: String!) {
   rateLimit { cost remaining resetAt limit used nodeCount }
@@ -33,34 +33,15 @@ SIGNAL = """query($o: String!, $n: String!) {
 }"""
 
 
-@pytest.fixture(scope="module")
-def key() -> tuple[Any, str]:
-    return generate_app_key()
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[tuple[dict[str, GitHubSandbox], str]]:
-    current: dict[str, GitHubSandbox] = {}
-    with serve(lambda environ, start_response: current["sandbox"].wsgi(environ, start_response)) as url:
-        yield current, url
-
-
 @pytest.fixture
-def github(key, site) -> Iterator[GitHubSandbox]:
-    current, url = site
-    sandbox = GitHubSandbox(key[0])
-    sandbox.base_url = url
-    current["sandbox"] = sandbox
-    sandbox.add_repo("octo/widgets", files={"README.md": "widgets\n"})
-    sandbox.add_repo("octo/gadgets", files={"README.md": "gadgets\n"})
-    yield sandbox
-    sandbox.close()
-    assert sandbox.errors == []
+def github_repos() -> dict[str, dict[str, str]]:
+    """The repositories the sandbox of `github` (tests/unit/conftest.py) starts with."""
+    return {"octo/widgets": {"README.md": "widgets\n"}, "octo/gadgets": {"README.md": "gadgets\n"}}
 
 
 @pytest.fixture
 def app(github, key) -> GitHubApp:
-    return GitHubApp(github.base_url, github.app_id, lambda: key[1])
+    return app_for(github, key)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,16 +15,15 @@ from functions.repo_scout import collect
 from functions.repo_scout.agent import SCAN_KIND, ScoutAgent, scout_config
 from functions.repo_scout.health import Finding, ScoutSettings
 from functions.repo_scout.store import by_severity
-from sandbox.github.server import GitHubSandbox, generate_app_key
+from sandbox.github.server import GitHubSandbox
 from shared.agent_runtime import Links, Outcome, TaskContext
 from shared.errors import RetryableError
 from shared.executor import Executor
-from shared.github.app import GitHubApp
 from shared.github.rest import MemoryConditionalCache, Refused, ServerError
 from shared.messages import AgentTask
 from shared.policy import DEFAULT_POLICY, ScoutPolicy, parse_policy
 from tests.support.agents import MemoryAudit
-from tests.support.push import serve
+from tests.support.sandbox_site import app_for
 
 REPOS = ("octo/alpha", "octo/beta", "octo/gamma")
 NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
@@ -113,35 +112,16 @@ class MemoryScoutStore:
         return {}
 
 
-@pytest.fixture(scope="module")
-def key() -> tuple[Any, str]:
-    return generate_app_key()
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[tuple[dict[str, GitHubSandbox], str]]:
-    current: dict[str, GitHubSandbox] = {}
-    with serve(lambda environ, start_response: current["sandbox"].wsgi(environ, start_response)) as url:
-        yield current, url
-
-
 @pytest.fixture
-def github(key, site) -> Iterator[GitHubSandbox]:
-    current, url = site
-    sandbox = GitHubSandbox(key[0])
-    sandbox.base_url = url
-    current["sandbox"] = sandbox
-    for repo in REPOS:
-        sandbox.add_repo(repo, files={"README.md": "# hi\n", ".github/agent-ops.yml": "version: 1\n"})
-    yield sandbox
-    sandbox.close()
-    assert sandbox.errors == []
+def github_repos() -> dict[str, dict[str, str]]:
+    """The repositories the sandbox of `github` (tests/unit/conftest.py) starts with."""
+    return {repo: {"README.md": "# hi\n", ".github/agent-ops.yml": "version: 1\n"} for repo in REPOS}
 
 
 class Harness:
     def __init__(self, github: GitHubSandbox, key: tuple[Any, str], agent_permissions: str = "scout") -> None:
         self.github = github
-        self.app = GitHubApp(github.base_url, github.app_id, lambda: key[1], cache=MemoryConditionalCache())
+        self.app = app_for(github, key, cache=MemoryConditionalCache())
         self.audit = MemoryAudit()
         self.store = MemoryScoutStore()
         self.paused: set[str] = set()
@@ -320,6 +300,35 @@ def test_a_dry_run_writes_nothing(h):
     assert h.store.issues == {} and h.store.finding_docs == {} and h.store.repos == {}
     assert h.store.leases == {} and h.audit_writes() == []
     assert not [path for method, path, _ in h.github.requests if method in ("POST", "PATCH")
+                and path != "/graphql" and not path.endswith("/access_tokens")]
+
+
+def test_the_deployments_dry_run_makes_the_scheduled_tick_write_nothing(h):
+    """AGENTOPS_DRY_RUN: the runner's executor applies no effect and its TaskContext says dry_run, so the
+    scheduled tick (no `dry_run` input) records no health, scans, findings or issue state either."""
+    from shared import topology
+    from shared.agent_runtime import AgentRunner
+    from shared.runtime import Envelope
+    from tests.support.agents import ListPublisher, NoStops
+
+    h.github.add_dependabot_alert("octo/alpha", "requests", "high")
+    agent = ScoutAgent(store=lambda: h.store, app=lambda: h.app, stop_reason=lambda repo: "")
+    publisher = ListPublisher()
+    runner = AgentRunner(agent, publisher=lambda: publisher, tasks=lambda: NoStops(), audit=lambda: h.audit,
+                         github=lambda: h.app, policy_for=lambda client, repository: None, links=Links(),
+                         dry_run=True, clock=lambda: NOW)
+    task = AgentTask(task_id="tick-dry", kind=SCAN_KIND, agent="scout", attempt=1, repository="",
+                     installation_id=0, subject="tick", source="schedule",
+                     created_at=int(NOW.timestamp() * 1000), inputs=json.dumps({}))
+    runner(Envelope(topology.AGENTS_BY_NAME["scout"].topic, "m-dry", NOW, task.attributes(), task))
+
+    [result] = publisher.results
+    assert result.summary.startswith("dry run: scanned 3 repositories"), result.summary
+    assert result.detail_values()["dry_run"] is True
+    assert h.health_issues("octo/alpha") == [] and h.store.scan_docs == {} and h.store.cursors == {}
+    assert h.store.issues == {} and h.store.finding_docs == {} and h.store.repos == {}
+    assert h.store.leases == {} and h.audit_writes() == []
+    assert not [path for method, path, _ in h.github.requests if method in ("POST", "PATCH", "PUT", "DELETE")
                 and path != "/graphql" and not path.endswith("/access_tokens")]
 
 
@@ -550,7 +559,7 @@ def test_the_cli_verbs_parse_and_print_a_row_per_repository(monkeypatch, capsys)
             {"repository": "octo/alpha", "status": "scanned", "reason": "", "score": 88, "findings": 2,
              "api_calls": 9, "reused": False, "issue_number": 4, "issue_action": "create"}]})
 
-    monkeypatch.setattr(scout_cli, "_services", Services)
+    monkeypatch.setattr(scout_cli, "load_services", Services)
     monkeypatch.setattr(scout_cli, "run_scan", run_scan)
     assert scout_cli.scout_run(args) == 0
     out = capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,9 +10,8 @@ import pytest
 from functions.repo_scout import collect
 from functions.repo_scout.health import ScoutSettings, assess
 from functions.repo_scout.issue import issue_marker
-from sandbox.github.server import GitHubSandbox, generate_app_key
-from shared.github.app import GitHubApp
-from tests.support.push import serve
+from sandbox.github.server import GitHubSandbox
+from tests.support.sandbox_site import app_for
 
 REPO = "octo/widgets"
 # The sandbox stamps with the real time; three days on, a pull request opened now waits for its review.
@@ -21,32 +19,14 @@ NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
 SETTINGS = ScoutSettings()
 
 
-@pytest.fixture(scope="module")
-def key() -> tuple[Any, str]:
-    return generate_app_key()
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[tuple[dict[str, GitHubSandbox], str]]:
-    current: dict[str, GitHubSandbox] = {}
-    with serve(lambda environ, start_response: current["sandbox"].wsgi(environ, start_response)) as url:
-        yield current, url
-
-
 @pytest.fixture
-def github(key, site) -> Iterator[GitHubSandbox]:
-    current, url = site
-    sandbox = GitHubSandbox(key[0])
-    sandbox.base_url = url
-    current["sandbox"] = sandbox
-    sandbox.add_repo(REPO, files={"README.md": "# widgets\n"})
-    yield sandbox
-    sandbox.close()
-    assert sandbox.errors == []
+def github_repos() -> dict[str, dict[str, str]]:
+    """The repositories the sandbox of `github` (tests/unit/conftest.py) starts with."""
+    return {REPO: {"README.md": "# widgets\n"}}
 
 
 def _client(github: GitHubSandbox, key: tuple[Any, str], agent: str = "scout") -> Any:
-    return GitHubApp(github.base_url, github.app_id, lambda: key[1]).client_for(agent, github.installation_id)
+    return app_for(github, key).client_for(agent, github.installation_id)
 
 
 def _seed(github: GitHubSandbox) -> dict[str, int]:

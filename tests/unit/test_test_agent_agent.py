@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,14 +18,13 @@ from functions.test_agent.agent import CHECK_NAME, FAILED_TITLE, MARKER, TestAge
 from functions.test_agent.artifacts import baseline_doc
 from functions.test_agent.ci import wait_keys
 from functions.test_agent.gates import Benchmark, Coverage
-from sandbox.github.server import GitHubSandbox, generate_app_key, zip_files
+from sandbox.github.server import GitHubSandbox, zip_files
 from shared.agent_runtime import FAILED, RUNNING, SUCCEEDED, AgentRunner, Links, Outcome, TaskContext
 from shared.executor import Executor
 from shared.github import permissions
-from shared.github.app import GitHubApp
 from shared.messages import AgentTask
 from shared.policy import DEFAULT_POLICY, Policy, PolicyLoad
-from tests.support.push import serve
+from tests.support.sandbox_site import app_for
 
 REPO = "octo/widgets"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -80,34 +78,16 @@ class MemoryStore:
         return doc
 
 
-@pytest.fixture(scope="module")
-def key() -> tuple[Any, str]:
-    return generate_app_key()
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[tuple[dict[str, GitHubSandbox], str]]:
-    current: dict[str, GitHubSandbox] = {}
-    with serve(lambda environ, start_response: current["sandbox"].wsgi(environ, start_response)) as url:
-        yield current, url
-
-
 @pytest.fixture
-def github(key, site) -> Iterator[GitHubSandbox]:
-    current, url = site
-    sandbox = GitHubSandbox(key[0])
-    sandbox.base_url = url
-    current["sandbox"] = sandbox
-    sandbox.add_repo(REPO, files={"README.md": "# widgets\n", "app.py": "x = 1\n"})
-    yield sandbox
-    sandbox.close()
-    assert sandbox.errors == []
+def github_repos() -> dict[str, dict[str, str]]:
+    """The repositories the sandbox of `github` (tests/unit/conftest.py) starts with."""
+    return {REPO: {"README.md": "# widgets\n", "app.py": "x = 1\n"}}
 
 
 class Harness:
     def __init__(self, github: GitHubSandbox, key: tuple[Any, str]) -> None:
         self.github = github
-        self.app = GitHubApp(github.base_url, github.app_id, lambda: key[1])
+        self.app = app_for(github, key)
         self.audit = MemoryAudit()
         self.store = MemoryStore()
         self.agent = TestAgent(store=lambda: self.store)
