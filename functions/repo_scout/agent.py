@@ -17,8 +17,9 @@ A tick:
    free of rate limit) and a share of the GraphQL query;
 3. walks the repositories in `budget.resume_order`, from the cursor a stopped tick left; before each,
    `budget.budget_stop` with the installation token's latest core rate limit: when the estimated cost
-   no longer fits above the reserve, the cursor is saved in `installations/{id}.scout` and the tick
-   ends politely; the next one resumes there;
+   no longer fits above the reserve, or the turn has run `TURN_SECONDS` (240 s: the function has 300),
+   the cursor is saved in `installations/{id}.scout` and the tick ends politely; the next one resumes
+   there;
 4. per repository, under its scan lease (`store.claim_scan`: a turn running at the same time, such as
    a redelivery of this tick or `agentops scout run`, skips it): its policy (`.github/agent-ops.yml`;
    a paused or held repository, or one with the scout off, is skipped), the facts (`collect.collect`),
@@ -49,6 +50,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -79,6 +81,8 @@ log = logging.getLogger("agentops.scout")
 SCAN_KIND = "scan_repos"
 ACTOR = "scout"
 RESERVE_FRACTION = 0.2  # of the hourly limit, kept for the webhook-driven agents
+# The repo_scout function has 300 s and the turn's lease 5 minutes: no repository is started after this.
+TURN_SECONDS = 240.0
 DEFAULT_REFRESH_HOURS = 24
 MAX_PROBLEMS = 20
 MAX_INSTALLATION_PAGES = 10
@@ -156,7 +160,8 @@ class ScoutAgent:
                  stop_reason: Callable[[str], str] | None = None,
                  policy_for: Callable[[Any, str], Any] = _policy,
                  signals: Callable[[Any, Sequence[str]], Any] | None = None,
-                 reserve_fraction: float = RESERVE_FRACTION, web_url: str = LINK_BASE) -> None:
+                 reserve_fraction: float = RESERVE_FRACTION, web_url: str = LINK_BASE,
+                 turn_seconds: float = TURN_SECONDS, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._app = app  # () -> GitHubApp | None: lists the installations with its JWT
         self._stop_reason = stop_reason  # repository -> why it is paused or held, or ""
@@ -164,6 +169,8 @@ class ScoutAgent:
         self._signals = signals  # (client, repos) -> SignalsResult; None: shared.github.graphql
         self.reserve_fraction = reserve_fraction
         self.web_url = web_url
+        self.turn_seconds = turn_seconds  # a tick stops starting repositories after this long
+        self._monotonic = monotonic
 
     def handle(self, ctx: TaskContext) -> Outcome:
         if ctx.task.kind != SCAN_KIND:
@@ -187,7 +194,8 @@ class ScoutAgent:
 
 
 class BudgetStop(Exception):
-    """The installation's rate-limit budget is spent down to the reserve: stop here, resume next tick."""
+    """The installation's rate-limit budget is spent down to the reserve, or the turn's time is spent:
+    stop here, resume next tick."""
 
 
 @dataclass
@@ -218,6 +226,7 @@ class ScoutTick:
         self.counts: Counter[str] = Counter()
         self.costs: list[int] = []  # measured costs of full reads, for the budget's estimate
         self.transient: list[str] = []  # repositories GitHub failed for (5xx): retried by redelivery
+        self.started = agent._monotonic()
 
     def problem(self, text: str) -> None:
         log.warning("scout: %s", text, extra={"task_id": self.ctx.task.task_id, "outcome": "problem"})
@@ -296,14 +305,14 @@ class ScoutTick:
                 self.reports.append(report)
                 continue
             try:
+                self._check_time()
                 if self._repository(client, installation_id, repo, signatures, report, order[index:]):
                     changed_issue.append(repo)
             except BudgetStop as stop:
                 stopped_at = repo
                 self.stopped.append(str(stop))
                 for rest in order[index:]:
-                    self.reports.append(RepoReport(rest, installation_id, status="stopped",
-                                                   reason="the rate-limit budget is spent for now"))
+                    self.reports.append(RepoReport(rest, installation_id, status="stopped", reason=str(stop)))
                 break
             except ServerError as exc:
                 # GitHub failed after the client's retries: nothing of this repository is written (no
@@ -390,6 +399,14 @@ class ScoutTick:
 
     # ---- one repository ------------------------------------------------------------------------
 
+    def _check_time(self) -> None:
+        """Raise BudgetStop once the turn has run `turn_seconds`: the function's timeout and the turn's
+        lease (5 minutes) must not end a tick halfway through a repository."""
+        spent, allowed = self.agent._monotonic() - self.started, self.agent.turn_seconds
+        if spent >= allowed:
+            raise BudgetStop(f"when the turn's time was spent ({spent:.0f} s of {allowed:.0f}); "
+                             "the next tick resumes here")
+
     def _check_budget(self, client: Any, repos_left: Sequence[str], estimate: int) -> None:
         """Raise BudgetStop when the next repository's estimated cost no longer fits above the reserve."""
         limit = self._core_limit(client)
@@ -399,7 +416,7 @@ class ScoutTick:
                                estimate, self.agent.reserve_fraction, now=self.now,
                                limit=limit.limit or DEFAULT_LIMIT)
         if decision.scan_now < 1:
-            raise BudgetStop(decision.reason)
+            raise BudgetStop(f"before the rate-limit budget ran out: {decision.reason}")
 
     def _repository(self, client: Any, installation_id: int, repo: str, signatures: Signatures,
                     report: RepoReport, repos_left: Sequence[str]) -> bool:
@@ -615,7 +632,7 @@ class ScoutTick:
         if skipped:
             summary += f"; {len(skipped)} skipped"
         if self.stopped:
-            summary += f"; stopped before the rate-limit budget ran out: {self.stopped[0]}"
+            summary += f"; stopped {self.stopped[0]}"
         if self.problems:
             summary += f"; {len(self.problems)} problem(s): {self.problems[0]}"
         if self.dry_run:

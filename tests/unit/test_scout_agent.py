@@ -125,6 +125,7 @@ class Harness:
         self.audit = MemoryAudit()
         self.store = MemoryScoutStore()
         self.paused: set[str] = set()
+        self.agent_options: dict[str, Any] = {}
         self.permissions = agent_permissions
         self.with_app = True
         self.ticks = 0
@@ -157,7 +158,7 @@ class Harness:
         app = (lambda: self.app) if self.with_app else (lambda: None)
         agent = ScoutAgent(store=lambda: self.store, app=app,
                            stop_reason=lambda repo: "agents are paused" if repo in self.paused else "",
-                           signals=self.signals)
+                           signals=self.signals, **self.agent_options)
         task = AgentTask(task_id=f"tick-{self.ticks}", kind=SCAN_KIND, agent="scout", attempt=1,
                          repository="", installation_id=0, subject="tick", source="schedule",
                          created_at=int(now.timestamp() * 1000), inputs=json.dumps(inputs))
@@ -186,6 +187,24 @@ def h(github, key) -> Harness:
 
 def _scanned(outcome: Outcome) -> list[str]:
     return [row["repository"] for row in outcome.details["repos"] if row["status"] == "scanned"]
+
+
+def test_a_tick_stops_starting_repositories_when_its_time_is_spent_and_the_next_resumes(h):
+    """The function's timeout must never cut a repository's scan in half: after `turn_seconds` the tick
+    saves the cursor and succeeds; the next tick starts where it stopped."""
+    seconds = iter([0.0, 1.0, 2.0, 500.0, 501.0, 502.0, 503.0, 504.0, 505.0, 506.0])
+    h.agent_options = {"turn_seconds": 240.0, "monotonic": lambda: next(seconds)}
+    outcome = h.tick()
+    assert outcome.status == "succeeded" and outcome.details["stopped"] is True
+    first = _scanned(outcome)
+    assert first and len(first) < 3
+    assert "when the turn's time was spent" in outcome.summary
+    stopped = [row for row in outcome.details["repos"] if row["status"] == "stopped"]
+    assert stopped and h.store.cursors[77]["cursor"] == stopped[0]["repository"]
+    h.agent_options = {}
+    second = h.tick(NOW + timedelta(hours=4))
+    assert _scanned(second)[0] == stopped[0]["repository"] and second.details["stopped"] is False
+    assert set(first) | set(_scanned(second)) == {"octo/alpha", "octo/beta", "octo/gamma"}
 
 
 def test_a_scan_stops_before_the_reserve_and_saves_the_cursor(h):
