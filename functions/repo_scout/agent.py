@@ -71,7 +71,7 @@ from functions.repo_scout.health import (
 from functions.repo_scout.issue import ISSUE_LABELS, LINK_BASE, IssuePlan, issue_marker, plan_issue
 from functions.repo_scout.store import ScoutStore
 from shared.agent_runtime import SUCCEEDED, Outcome, TaskContext
-from shared.errors import InvalidInput, PermanentError, RetryableError
+from shared.errors import ConfigError, InvalidInput, PermanentError, RetryableError
 from shared.executor import CreateIssue, UpdateIssue
 from shared.github.issues import find_issue_by_marker
 from shared.github.rest import NotFound, RateLimited, Refused, ServerError
@@ -106,6 +106,22 @@ class ScoutConfig:
     def digest(self) -> str:
         data = json.dumps(asdict(self.settings), sort_keys=True, default=list)
         return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {**asdict(self.settings), "stale_exempt_labels": list(self.settings.stale_exempt_labels),
+                "refresh_hours": self.refresh_hours}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> ScoutConfig | None:
+        """The settings a previous scan stored, or None when there are none or they no longer parse."""
+        if not isinstance(doc, Mapping):
+            return None
+        fields = {name: doc[name] for name in ScoutSettings.__dataclass_fields__ if name in doc}
+        try:
+            fields["stale_exempt_labels"] = tuple(fields.get("stale_exempt_labels") or ())
+            return cls(ScoutSettings(**fields), int(doc["refresh_hours"]))
+        except (KeyError, TypeError, ValueError, ConfigError):
+            return None
 
 
 def scout_config(policy: Any) -> ScoutConfig:
@@ -442,16 +458,22 @@ class ScoutTick:
             report.status, report.reason = "skipped", "scanned by this tick already"
             return False
         counting = collectors.CountingClient(client)
-        load = self.agent._policy_for(counting, repo)
-        policy = getattr(load, "policy", load)
-        if hasattr(policy, "agent_enabled") and not policy.agent_enabled("scout"):
-            report.status, report.reason = "skipped", "the scout is off in the repository's policy"
-            return False
-        config = scout_config(policy)
-        settings = config.settings
-        previous_scan = store.scan(repo, str(scout.get("last_scan_id") or ""))
         digest = signatures.digests.get(repo.lower(), "")
         last_full = collectors.parse_time(scout.get("last_full_read_at"))
+        # The policy is a file of the default branch: it cannot change without a push, which changes the
+        # signature. An unchanged repository read in full lately keeps the settings it was read with, and
+        # its policy is not read again (a repository without one would pay a 404 at every tick).
+        config = ScoutConfig.from_doc(scout.get("config"))
+        if not (config is not None and digest and scout.get("signature") == digest and last_full is not None
+                and self.now - last_full < timedelta(hours=config.refresh_hours)):
+            load = self.agent._policy_for(counting, repo)
+            policy = getattr(load, "policy", load)
+            if hasattr(policy, "agent_enabled") and not policy.agent_enabled("scout"):
+                report.status, report.reason = "skipped", "the scout is off in the repository's policy"
+                return False
+            config = scout_config(policy)
+        settings = config.settings
+        previous_scan = store.scan(repo, str(scout.get("last_scan_id") or ""))
         facts: RepoFacts | None = None
         reused = bool(
             digest and previous_scan and scout.get("signature") == digest and last_full is not None
@@ -525,7 +547,7 @@ class ScoutTick:
             "facts": _bounded(collectors.facts_to_doc(facts, unreviewed=unreviewed)),
         }
         scout_state = {"last_scan_id": self.scan_id, "last_full_read_at": last_full,
-                       "signature": digest or None, "settings": config.digest(),
+                       "signature": digest or None, "settings": config.digest(), "config": config.to_doc(),
                        "last_task_id": self.ctx.task.task_id,
                        "repository_id": (collected.repository_id if collected is not None
                                          else scout.get("repository_id"))}

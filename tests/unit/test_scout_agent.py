@@ -264,13 +264,29 @@ def test_an_unchanged_repository_is_not_read_again_over_rest(h):
     second = h.tick(NOW + timedelta(hours=4))
     rows = {row["repository"]: row for row in second.details["repos"]}
     assert all(row["reused"] for row in rows.values()), rows
-    assert all(row["rest_calls"] == row["rest_not_modified"] == 1 for row in rows.values())  # the policy, 304
+    # Not even the policy: it is a file of the default branch, which cannot change without a push.
+    assert all(row["rest_calls"] == 0 for row in rows.values()), rows
     served = [path for _, path, _ in h.github.requests[before:]]
     assert served.count("/graphql") == 1 and not any("/issues" in path for path in served)
+    assert not any("/contents/" in path for path in served)
     assert len(h.health_issues("octo/alpha")) == 1
     # Past refresh_hours it is read in full again, whatever its signature says.
     third = h.tick(NOW + timedelta(hours=30))
     assert not any(row["reused"] for row in third.details["repos"])
+
+
+def test_a_policy_pushed_to_an_unchanged_repository_is_read_at_the_next_tick(h):
+    h.tick()
+    quiet = "version: 1\nscout:\n  quiet: true\n"
+    h.github.push_commit("octo/alpha", "main", {".github/agent-ops.yml": quiet}, message="the scout, quietly")
+    before = len(h.github.requests)
+    second = h.tick(NOW + timedelta(hours=4))
+    rows = {row["repository"]: row for row in second.details["repos"]}
+    assert not rows["octo/alpha"]["reused"] and rows["octo/beta"]["reused"]
+    served = [path for _, path, _ in h.github.requests[before:]]
+    assert [path for path in served if "/contents/" in path] == [
+        "/repos/octo/alpha/contents/.github/agent-ops.yml"]
+    assert h.store.repos["octo/alpha"]["health"]["quiet"] is True
 
 
 def test_what_cannot_be_read_keeps_its_findings_open(h, github, key):
