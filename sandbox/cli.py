@@ -150,6 +150,19 @@ def branch_protect(args: argparse.Namespace) -> int:
     return 0
 
 
+def branch_rule(args: argparse.Namespace) -> int:
+    rules = _control(args).add_branch_rule(args.repo, args.branch, args.type, args.require or None)
+    kinds = ", ".join(rule["type"] for rule in rules)
+    print(f"{args.repo}:{args.branch} has {len(rules)} ruleset rule(s): {kinds}")
+    return 0
+
+
+def rate_limit(args: argparse.Namespace) -> int:
+    _control(args).set_rate_limit(args.remaining, reset_in=args.reset_in, resource=args.resource)
+    print(f"the installation's {args.resource} rate limit: {args.remaining} left, reset in {args.reset_in} s")
+    return 0
+
+
 def deliveries(args: argparse.Namespace) -> int:
     found = _control(args).deliveries(failed=args.failed)[:args.limit]
     if not found:
@@ -345,6 +358,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     command.add_argument("repo")
     command.add_argument("branch")
     command.add_argument("--require", action="append", metavar="CHECK", help="a required status check")
+
+    command = leaf(branch_verbs, "rule", branch_rule, "add a repository ruleset's rule to a branch")
+    command.add_argument("repo")
+    command.add_argument("branch")
+    command.add_argument("type", help="pull_request, required_status_checks, non_fast_forward, deletion, ...")
+    command.add_argument("--require", action="append", metavar="CHECK",
+                         help="for required_status_checks: a required check")
+    command = leaf(verbs, "rate-limit", rate_limit, "set what is left of the installation's rate limit")
+    command.add_argument("remaining", type=int)
+    command.add_argument("--reset-in", type=int, default=3600, metavar="SECONDS")
+    command.add_argument("--resource", default="core", choices=["core", "graphql"])
 
     command = leaf(verbs, "deliveries", deliveries, "list webhook delivery attempts, newest first")
     command.add_argument("--failed", action="store_true", help="only attempts not answered 2xx")

@@ -598,7 +598,8 @@ def test_every_cli_verb_has_help(capsys):
                  ["pr", "review"], ["pr", "merge"], ["pr", "push"], ["ci", "complete"], ["deliveries"],
                  ["redeliver"], ["fault", "inject"], ["fault", "clear"], ["state"], ["status", "set"],
                  ["workflow", "run"], ["workflow", "complete"], ["workflow", "script-rerun"],
-                 ["alert", "dependabot"], ["alert", "code-scanning"], ["branch", "protect"]):
+                 ["alert", "dependabot"], ["alert", "code-scanning"], ["branch", "protect"],
+                 ["branch", "rule"], ["rate-limit"]):
         with pytest.raises(SystemExit) as done:
             run_cli(["sandbox", "github", *verb, "--help"])
         assert done.value.code == 0
@@ -955,8 +956,13 @@ def test_the_new_actions_through_the_control_api_and_the_cli(github, key, tmp_pa
                  ["workflow", "script-rerun", REPO, str(run_id), "failure"],
                  ["alert", "dependabot", REPO, "idna", "moderate"],
                  ["alert", "code-scanning", REPO, "py/path-injection", "error"],
-                 ["branch", "protect", REPO, "main", "--require", "ci"]):
+                 ["branch", "protect", REPO, "main", "--require", "ci"],
+                 ["branch", "rule", "octo/gadgets", "release", "required_status_checks", "--require", "ci"],
+                 ["rate-limit", "1200", "--reset-in", "600"]):
         assert run_cli(["sandbox", "github", *verb, *url]) == 0, verb
+    assert [rule["type"] for rule in github.state()["branch_rules"]["octo/gadgets"]["release"]] == \
+        ["required_status_checks"]
+    assert github.rate_limit - github.rate_limit_used == 1200
     code = unpaced(app_for(github, key).client_for("code", 77, [REPO]))
     code.request("POST", f"/repos/{REPO}/actions/workflows/implement.yml/dispatches",
                  json_body={"ref": "main"})
