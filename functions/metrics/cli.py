@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from functions.metrics.dora import dig
-from shared.cli import load_services, table
+from shared import cli as operator_cli
+from shared.cli import table
 from shared.errors import PermanentError
 
 
@@ -73,7 +74,7 @@ def _row(doc: Mapping[str, Any]) -> list[str]:
 def _metrics_daily(args: argparse.Namespace) -> int:
     from functions.metrics import job
 
-    metrics = job.from_services(load_services())
+    metrics = job.from_services(operator_cli.load_services())
     last = args.date or (datetime.now(UTC).date() - timedelta(days=1))
     days = [last - timedelta(days=back) for back in range(args.days - 1, -1, -1)]
     done = metrics.compute_days(days)
@@ -90,7 +91,7 @@ def _metrics_daily(args: argparse.Namespace) -> int:
 def _metrics_show(args: argparse.Namespace) -> int:
     from functions.metrics import job
 
-    metrics = job.from_services(load_services())
+    metrics = job.from_services(operator_cli.load_services())
     day = args.date or (datetime.now(UTC).date() - timedelta(days=1))
     doc = metrics.stored(day)
     if doc is None:
@@ -123,7 +124,7 @@ def _metrics_show(args: argparse.Namespace) -> int:
 def _report_weekly(args: argparse.Namespace) -> int:
     from functions.metrics import weekly
 
-    report = weekly.from_services(load_services())
+    report = weekly.from_services(operator_cli.load_services())
     now = report.clock()
     monday = args.week or weekly.report_monday(now)
     if monday.weekday() != 0:

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from shared.cli import load_services, table
+from shared import cli as operator_cli
+from shared.cli import table
 
 
 def _when(value: Any) -> str:
@@ -52,7 +53,7 @@ def run_scan(services: Any, repository: str = "", dry_run: bool = False) -> Any:
 
 
 def scout_run(args: argparse.Namespace) -> int:
-    services = load_services()
+    services = operator_cli.load_services()
     stopped = services.tasks().stop_reason("scout", args.repo or "", 0)
     if stopped:
         print(f"not scanning: {stopped}")
@@ -80,7 +81,7 @@ def scout_run(args: argparse.Namespace) -> int:
 def scout_show(args: argparse.Namespace) -> int:
     from functions.repo_scout.store import ScoutStore
 
-    store = ScoutStore(load_services().firestore())
+    store = ScoutStore(operator_cli.load_services().firestore())
     if args.repo:
         doc = store.repo(args.repo)
         health = doc.get("health") if isinstance(doc.get("health"), Mapping) else None

@@ -594,7 +594,7 @@ def test_the_cli_verbs_parse_and_print_a_row_per_repository(monkeypatch, capsys)
             {"repository": "octo/alpha", "status": "scanned", "reason": "", "score": 88, "findings": 2,
              "api_calls": 9, "reused": False, "issue_number": 4, "issue_action": "create"}]})
 
-    monkeypatch.setattr(scout_cli, "load_services", Services)
+    monkeypatch.setattr(scout_cli.operator_cli, "load_services", Services)
     monkeypatch.setattr(scout_cli, "run_scan", run_scan)
     assert scout_cli.scout_run(args) == 0
     out = capsys.readouterr().out
