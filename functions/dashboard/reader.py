@@ -74,7 +74,10 @@ class DashboardReader:
             "control": lambda: self._collection("control").document("global").get().to_dict() or {},
             "queue": lambda: _docs(_filter(self._collection("tasks"), "status", "in",
                                            list(views.OPEN_STATUSES)).limit(MAX_QUEUE)),
+            # The newest first: the monitor's minute ticks alone are 1,440 tasks a day, so the cap is
+            # reached within days, and what it keeps must be the latest.
             "recent_tasks": lambda: _docs(_filter(self._collection("tasks"), "updated_at", ">=", since)
+                                          .order_by("updated_at", direction=firestore.Query.DESCENDING)
                                           .limit(MAX_TASKS)),
             "active_deployments": lambda: _docs_with_id(_filter(self._collection("deployments"),
                                                                 "active", "==", True)),

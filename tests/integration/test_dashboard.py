@@ -93,3 +93,19 @@ def test_overview_figures_match_firestore_and_nothing_is_written(seeded, functio
     assert client.get("/audit?task=demo-review-120").status_code == 200
     assert client.post("/").status_code == 405
     assert everything(seeded) == before  # read-only: not one document changed
+
+
+def test_past_the_cap_the_dashboard_keeps_the_newest_tasks_not_the_oldest(services, monkeypatch):
+    from datetime import timedelta
+
+    from functions.dashboard import reader as dashboard_reader
+
+    client = services.firestore()
+    for minute in range(6):  # the monitor's ticks, one a minute: the oldest first
+        moment = NOW - timedelta(minutes=10 - minute)
+        client.collection("tasks").document(f"probe-{minute}").set({
+            "task_id": f"probe-{minute}", "agent": "monitor", "kind": "probe_production",
+            "status": "succeeded", "updated_at": moment, "created_at": moment})
+    monkeypatch.setattr(dashboard_reader, "MAX_TASKS", 3)
+    snapshot = dashboard_reader.DashboardReader(client, lambda: NOW).snapshot()
+    assert sorted(doc["task_id"] for doc in snapshot.recent_tasks) == ["probe-3", "probe-4", "probe-5"]
