@@ -213,11 +213,19 @@ def _ended(tasks: Iterable[Task], span: Window, app_login: str) -> list[tuple[Ta
     return out
 
 
+# The scheduler's routine ticks: a minute's probe, a four-hourly scan. Counted per agent (they are the
+# monitor's and the scout's work), but not in the overall figures: 1,440 probes a day would make any
+# autonomous completion rate read 99%, whatever the agents did with the issues and pull requests.
+ROUTINE_KINDS = frozenset({"probe_production", "scan_repos"})
+
+
 def task_report(tasks: Iterable[Task], window: Window, now: datetime, app_login: str = "") -> TaskReport:
-    """Tasks that ended in the window, over all agents and per agent (sorted by name)."""
+    """Tasks that ended in the window: over all agents (the routine ticks left out) and per agent
+    (sorted by name, each with all its tasks)."""
     ended = _ended(tasks, window.until(now), app_login)
     agents = sorted({task.agent for task, _, _ in ended})
-    return TaskReport(_task_stats(ended), tuple(
+    work = [item for item in ended if item[0].kind not in ROUTINE_KINDS]
+    return TaskReport(_task_stats(work), tuple(
         AgentTasks(agent, _task_stats([item for item in ended if item[0].agent == agent]))
         for agent in agents))
 

@@ -112,6 +112,18 @@ def test_per_agent_task_figures_add_up():
     assert report.all.cost_units == 2.0 and report.all.cost_per_task == 0.5
 
 
+def test_routine_ticks_count_for_their_agent_but_not_in_the_overall_rates():
+    import dataclasses
+
+    probes = [dataclasses.replace(clean(f"p{n}", "monitor"), kind="probe_production") for n in range(50)]
+    scan = dataclasses.replace(clean("s1", "scout"), kind="scan_repos")
+    work = [clean("c1", "code"), clean("c2", "code", outcome="failed")]
+    report = a.task_report([*probes, scan, *work], WINDOW, AFTER)
+    assert (report.all.ended, report.all.autonomous_rate) == (2, 0.5)  # not 52 of 53
+    by_agent = {item.agent: item.tasks for item in report.by_agent}
+    assert by_agent["monitor"].ended == 50 and by_agent["scout"].ended == 1 and by_agent["code"].ended == 2
+
+
 def test_no_tasks_means_no_rates():
     stats = a.task_report([], WINDOW, AFTER).all
     assert stats.ended == 0 and stats.autonomous_rate is None and stats.cost_per_task is None
