@@ -373,22 +373,39 @@ def run(env: dict[str, str], start: datetime, args: argparse.Namespace, repos: l
             return {"status": response.status_code, "bytes": len(response.get_data())}
         return get
 
+    gathers: list[float] = []  # how long each of the job's `gather` (its Firestore reads) took
+    gather = job.gather
+    notes: list[str] = []  # the last gather's notes (what could not be read)
+
+    def timed_gather(windows: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            found = gather(windows)
+            notes[:] = found.notes
+            return found
+        finally:
+            gathers.append(time.perf_counter() - began)
+    job.gather = timed_gather  # type: ignore[method-assign]
+    report.job = job  # the same job the report's `from_services` builds, with its `gather` timed
+
     rows = []
     with ReadCounter() as counter:
         def row(what: str, fn: Callable[[], Any], before: Callable[[], None] | None = None,
                 note: Callable[[dict[str, Any]], str] = lambda _row: "") -> dict[str, Any]:
+            gathers.clear()
             found = {"what": what, **measure(args.runs, fn, counter, before)}
-            found["notes"] = note(found)
+            if gathers:
+                found["gather_median_seconds"] = round(statistics.median(gathers), 3)
+            found["notes"] = ((f"`gather` (the reads) {found['gather_median_seconds']:.2f} s of it; "
+                               if gathers else "") + note(found))
             rows.append(found)
             print(json.dumps({key: value for key, value in found.items() if key != "result"}, default=str),
                   flush=True)
             return found
 
-        row("`gather` for one day (the Firestore reads of 1.)", lambda: job.gather(
-            [metrics_job.day_window(yesterday)]), note=_reads_note)
         row("1. `compute_day(yesterday)`", lambda: job.compute_day(yesterday, NOW),
             note=lambda found: (_reads_note(found) + "; " + metrics_job.summary(found["result"])
-                                + "; " + "; ".join(job.gather([metrics_job.day_window(yesterday)]).notes)))
+                                + "; " + "; ".join(notes)))
         row("2. `run_daily`, 7 earlier days missing (heal)", lambda: job.run_daily(NOW), before=drop_metrics,
             note=lambda found: f"{len(found['result'])} days computed; " + _reads_note(found))
         job.run_daily(NOW)  # the days of the earlier week still missing are written by the first report
@@ -401,8 +418,20 @@ def run(env: dict[str, str], start: datetime, args: argparse.Namespace, repos: l
         get()  # the first request builds the services and imports the templates
         row("4. dashboard `GET /` (overview)", get,
             note=lambda found: f"HTTP {found['result']['status']}, {found['result']['bytes']} bytes; "
-            + _reads_note(found))
+            + _reads_note(found) + "; " + dashboard_tasks(client))
     return rows, seeded
+
+
+def dashboard_tasks(client: Any) -> str:
+    """Which of the recent tasks the overview got: its query's cap, and the span of `updated_at`."""
+    from functions.dashboard.reader import MAX_TASKS, DashboardReader
+
+    recent = DashboardReader(client, lambda: datetime.now(UTC)).snapshot().recent_tasks
+    times = sorted(doc["updated_at"] for doc in recent if isinstance(doc.get("updated_at"), datetime))
+    agents = Counter(str(doc.get("agent") or "") for doc in recent)
+    span = f"updated {times[0]:%Y-%m-%d %H:%M} to {times[-1]:%Y-%m-%d %H:%M}" if times else "none"
+    return (f"its recent tasks ({len(recent)} read, the cap is {MAX_TASKS}): {span}, "
+            + ", ".join(f"{name} {count}" for name, count in agents.most_common()))
 
 
 def table(rows: list[dict[str, Any]], seeded: dict[str, Any], args: argparse.Namespace, total: float) -> str:
