@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from shared.task_store import where
 from tests.e2e.conftest import ROOT, free_run, read_until
 
 pytestmark = pytest.mark.emulators
@@ -164,11 +165,11 @@ def test_a_deploy_waits_for_approval_and_goes_after_a_maintainers_approve(system
     # alice changes her mind: /cancel ends the task and stops its release, which has moved no
     # traffic yet or goes back to the previous version; either way the service is free again.
     release = eventually("the release", lambda: next(
-        (r.to_dict() for r in system.firestore.collection("deployments").where("sha", "==", merge_sha)
+        (r.to_dict() for r in where(system.firestore.collection("deployments"), "sha", "==", merge_sha)
          .stream()), None))
     system.github.comment(REPO, number, "/cancel", author="alice")
     ended = eventually("the release stopped", lambda: next(
-        (r.to_dict() for r in system.firestore.collection("deployments").where("sha", "==", merge_sha)
+        (r.to_dict() for r in where(system.firestore.collection("deployments"), "sha", "==", merge_sha)
          .stream() if r.to_dict()["state"] in ("cancelled", "rolled_back")), None), timeout=150)
     assert ended["id"] == release["id"] and ended["active"] is False
 
