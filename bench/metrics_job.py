@@ -6,7 +6,7 @@ stores the functions write with, and then times, each several times (median):
 1. `MetricsJob.compute_day` for yesterday (and, apart, its `gather`, the Firestore reads);
 2. `run_daily` with all 7 earlier days missing (the heal: 8 days computed from one read);
 3. the weekly report's inputs and Markdown, as `agentops report weekly` without `--post`;
-4. the dashboard's overview page, `GET /` through functions-framework in process (`main.dashboard`).
+4. the dashboard's overview page, `GET /` in process (`Services.dashboard()`, what `main.dashboard` serves).
 
 Seeded per day: 1,440 monitor ticks (`probe_production`, one a minute), about 40 agent tasks
 (queued, dispatched, running, then a result), and per repository about 4 releases a week (one
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 import statistics
 import sys
@@ -317,7 +316,6 @@ def main(argv: list[str] | None = None) -> int:
             env = {"GOOGLE_CLOUD_PROJECT": f"bench-{uuid.uuid4().hex[:8]}",
                    "FIRESTORE_EMULATOR_HOST": firestore.host,
                    "GITHUB_WEBHOOK_SECRET": uuid.uuid4().hex}
-            os.environ.update(env)  # main.py's services read them, for the dashboard's entry point
             rows, seeded = run(env, start, args, repos, rng)
         finally:
             firestore.stop()
@@ -363,14 +361,14 @@ def run(env: dict[str, str], start: datetime, args: argparse.Namespace, repos: l
             snap.reference.delete()
 
     def dashboard() -> Callable[[], dict[str, Any]]:
-        import functions_framework
+        from werkzeug.test import EnvironBuilder
+        from werkzeug.wrappers import Request
 
-        app = functions_framework.create_app(target="dashboard", source=str(Path("main.py").resolve()))
-        http = app.test_client()
+        handler = services.dashboard()  # what main.dashboard serves
 
         def get() -> dict[str, Any]:
-            response = http.get("/")
-            return {"status": response.status_code, "bytes": len(response.get_data())}
+            body, status, _headers = handler(Request(EnvironBuilder(path="/").get_environ()))
+            return {"status": status, "bytes": len(body.encode())}
         return get
 
     gathers: list[float] = []  # how long each of the job's `gather` (its Firestore reads) took

@@ -21,6 +21,7 @@ from typing import Any
 
 from functions.dashboard import views
 from shared.errors import RetryableError
+from shared.task_store import where
 
 RECENT = timedelta(days=30)
 MAX_TASKS = 2000
@@ -34,12 +35,6 @@ def _google_errors() -> tuple[type[BaseException], ...]:
     from google.api_core.exceptions import GoogleAPIError
 
     return (GoogleAPIError,)
-
-
-def _filter(query: Any, name: str, op: str, value: Any) -> Any:
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
-    return query.where(filter=FieldFilter(name, op, value))
 
 
 def _docs(query: Any) -> list[dict[str, Any]]:
@@ -72,20 +67,20 @@ class DashboardReader:
         reads: dict[str, Callable[[], Any]] = {
             "agents": lambda: _docs(self._collection("agents")),
             "control": lambda: self._collection("control").document("global").get().to_dict() or {},
-            "queue": lambda: _docs(_filter(self._collection("tasks"), "status", "in",
+            "queue": lambda: _docs(where(self._collection("tasks"), "status", "in",
                                            list(views.OPEN_STATUSES)).limit(MAX_QUEUE)),
             # The newest first: the monitor's minute ticks alone are 1,440 tasks a day, so the cap is
             # reached within days, and what it keeps must be the latest.
-            "recent_tasks": lambda: _docs(_filter(self._collection("tasks"), "updated_at", ">=", since)
+            "recent_tasks": lambda: _docs(where(self._collection("tasks"), "updated_at", ">=", since)
                                           .order_by("updated_at", direction=firestore.Query.DESCENDING)
                                           .limit(MAX_TASKS)),
-            "active_deployments": lambda: _docs_with_id(_filter(self._collection("deployments"),
+            "active_deployments": lambda: _docs_with_id(where(self._collection("deployments"),
                                                                 "active", "==", True)),
             "recent_deployments": lambda: _docs_with_id(
                 self._collection("deployments").order_by("started_at", direction=firestore.Query.DESCENDING)
                 .limit(MAX_DEPLOYMENTS)),
-            "open_incidents": lambda: _docs(_filter(self._collection("incidents"), "closed_at", "==", None)),
-            "recent_incidents": lambda: _docs(_filter(self._collection("incidents"), "opened_at", ">=",
+            "open_incidents": lambda: _docs(where(self._collection("incidents"), "closed_at", "==", None)),
+            "recent_incidents": lambda: _docs(where(self._collection("incidents"), "opened_at", ">=",
                                                       since)),
             "repos": lambda: _docs_with_id(self._collection("repos").limit(MAX_REPOS)),
             "metrics": lambda: _docs(self._collection("metrics").order_by(
@@ -107,7 +102,7 @@ class DashboardReader:
             doc = self._call(f"task {dependency}", lambda dep=dependency: tasks.document(dep).get().to_dict())
             related.append(doc or {"task_id": dependency, "status": "unknown"})
         related += self._call("dependent tasks", lambda: _docs(
-            _filter(tasks, "depends_on", "array_contains", task_id).limit(50)))
+            where(tasks, "depends_on", "array_contains", task_id).limit(50)))
         return task, related
 
     def audit(self, task_id: str) -> list[dict[str, Any]]:

@@ -225,11 +225,9 @@ class MetricsSources(DocumentStore):
         return sorted(docs, key=lambda doc: (doc["opened_at"], str(doc.get("incident_id") or "")))
 
     def task_docs(self, since: datetime) -> list[dict[str, Any]]:
-        from google.cloud.firestore_v1.base_query import FieldFilter
-
         tasks = self._client.collection(TASKS)
-        updated = tasks.where(filter=FieldFilter("updated_at", ">=", since)).select(TASK_FIELDS)
-        active = tasks.where(filter=FieldFilter("status", "in", sorted(lifecycle.ACTIVE))).select(TASK_FIELDS)
+        updated = where(tasks, "updated_at", ">=", since).select(TASK_FIELDS)
+        active = where(tasks, "status", "in", sorted(lifecycle.ACTIVE)).select(TASK_FIELDS)
         found: dict[str, dict[str, Any]] = {}
         for doc in self._stream("read the tasks", updated) + self._stream("read the active tasks", active):
             found[str(doc.get("task_id") or doc["_id"])] = doc

@@ -13,7 +13,7 @@ import pytest
 
 from functions.metrics import METRICS
 from functions.metrics.report import REPORT_LABEL, report_marker
-from tests.e2e.test_deploy_loops import OLD, SERVICE, START, _merge, _minute, _policy
+from tests.e2e.test_deploy_loops import OLD, SERVICE, START, _live
 from tests.support.world import REPO, world
 
 pytestmark = pytest.mark.emulators
@@ -32,17 +32,8 @@ def w(env, project):
 
 
 def test_a_release_shows_in_the_days_metrics_and_in_the_monday_report_issue(w):
-    _policy(w)
-    number, sha = _merge(w, "feature", "VALUE = 1\n")
-    w.github.complete_ci(REPO, sha, "success")
-    w.pump()
-    _minute(w)
-    _minute(w, 5, traffic=400)
-    _minute(w, 5, traffic=200)
-    for _ in range(3):
-        _minute(w, 5, traffic=50)
-    release = w.releases()[0]
-    assert release["state"] == "succeeded", release["timeline"][-1]
+    release = _live(w)  # merged, through every canary step and the watch
+    number = release["pull_number"]
 
     # The next night's tick: the day's document counts the deploy.
     night = datetime.combine(START.date() + timedelta(days=1), time(0, 15, 1), tzinfo=timezone.utc)
